@@ -1,0 +1,35 @@
+"""cbir: content-based image retrieval, from datasets to the papers' tables and figures.
+
+Run `snakemake --cores all` for the embedded default (config.yaml), or pass
+`--configfile config/paper.yaml` for the papers' reproduction. Rules live in workflow/rules/, one
+file per stage; each runs a thin script in workflow/scripts/ that calls the `cbir` package (src/).
+"""
+
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+# The cbir package in src/ is installed by `uv sync`; the path also serves a plain snakemake.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from cbir.config import ConfigError, validate_config
+
+
+configfile: "config.yaml"
+
+
+try:
+    config.update(validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"))
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,1 @@
+"""Content-based image retrieval: datasets, backbones, hashing, metric learning, search and evaluation."""

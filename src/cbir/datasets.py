@@ -1,0 +1,428 @@
+"""Datasets: download or read a local copy, write a manifest, and read images back.
+
+Every dataset becomes a *manifest*, a Parquet table with one row per image:
+
+``image_id``    stable id (``train/00042`` for array datasets, the relative file path for folders)
+``label``       integer class (for Holidays: the group)
+``class_name``  readable class name
+``split``       the source split, ``train`` or ``test`` (``train`` where the source has no split)
+``path``        where the pixels are: an image file, or the ``pixels.npy`` array beside the manifest
+``index``       row in ``pixels.npy`` (-1 for image files)
+
+Array datasets (digits, MNIST, Fashion-MNIST, CIFAR-10) store their pixels once in ``pixels.npy``
+(uint8, N x H x W x C) so that training reads them without decoding thousands of small files.
+Folder datasets (Caltech-101, Holidays, image folders) point at their image files.
+
+Downloads go through torchvision (or, for Holidays, torchvision's download helpers); every loader
+also takes ``root``, a local copy in the source's own on-disk format, and then never downloads.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from cbir.config import PIXEL_ARRAY_KINDS
+from cbir.io import atomic_path, read_parquet, write_parquet
+
+log = logging.getLogger(__name__)
+
+#: Colour mode each dataset's images come in; models that need RGB convert when reading.
+NATIVE_MODE = {"digits": "L", "mnist": "L", "fashion_mnist": "L", "cifar10": "RGB"}
+
+MANIFEST_COLUMNS = ["image_id", "label", "class_name", "split", "path", "index"]
+
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+HOLIDAYS_URLS = {
+    "jpg1.tar.gz": "ftp://ftp.inrialpes.fr/pub/lear/douze/data/jpg1.tar.gz",
+    "jpg2.tar.gz": "ftp://ftp.inrialpes.fr/pub/lear/douze/data/jpg2.tar.gz",
+}
+HOLIDAYS_N_IMAGES, HOLIDAYS_N_GROUPS = 1491, 500
+
+
+def native_mode(kind: str) -> str:
+    """PIL mode of the dataset's images before any conversion."""
+    return NATIVE_MODE.get(kind, "RGB")
+
+
+# --------------------------------------------------------------------------------------------
+# Preparing a dataset
+# --------------------------------------------------------------------------------------------
+
+
+def prepare_dataset(kind: str, manifest_path: str | os.PathLike, root: str | None = None, download_dir: str | None = None, checksums: dict | None = None) -> pd.DataFrame:
+    """Read (or download) a dataset and write its manifest (and ``pixels.npy`` beside it).
+
+    ``root`` is a local copy in the source's on-disk format; without it the dataset is downloaded
+    into ``download_dir`` (the bundled ``digits`` needs neither). ``checksums`` maps archive file
+    names to expected SHA-256 digests for downloads that torchvision does not verify itself.
+    """
+    if kind not in _ARRAY_LOADERS and kind not in _FILE_LOADERS:
+        raise ValueError(f"unknown dataset kind {kind!r}; expected one of {sorted(_ARRAY_LOADERS) + sorted(_FILE_LOADERS)}")
+    manifest_path = Path(manifest_path)
+    out_dir = manifest_path.parent
+    if root is not None and not Path(root).exists():
+        raise FileNotFoundError(f"dataset root does not exist: {root}")
+    if root is None and kind == "imagefolder":
+        raise ValueError("an imagefolder dataset needs `root`: the folder holding <class>/<image> files")
+    download_dir = Path(download_dir or out_dir / "download")
+
+    if kind in PIXEL_ARRAY_KINDS:
+        pixels, labels, splits, classes = _ARRAY_LOADERS[kind](root, download_dir)
+        manifest = _array_manifest(pixels, labels, splits, classes, out_dir / "pixels.npy")
+        _save_npy(pixels, out_dir / "pixels.npy")
+    else:
+        files = _FILE_LOADERS[kind](root, download_dir, checksums or {})
+        manifest = files
+        check_images(manifest["path"])
+    manifest = manifest[MANIFEST_COLUMNS].reset_index(drop=True)
+    if manifest["image_id"].duplicated().any():
+        raise ValueError(f"duplicate image ids in {kind} dataset: {manifest['image_id'][manifest['image_id'].duplicated()].head().tolist()}")
+    write_parquet(manifest, manifest_path)
+    log.info("%s: %d images, %d classes, splits %s", kind, len(manifest), manifest["label"].nunique(), manifest["split"].value_counts().to_dict())
+    return manifest
+
+
+def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a manifest written by :func:`prepare_dataset`."""
+    manifest = read_parquet(path)
+    missing = set(MANIFEST_COLUMNS) - set(manifest.columns)
+    if missing:
+        raise ValueError(f"{path} is not a dataset manifest: missing columns {sorted(missing)}")
+    return manifest
+
+
+def _array_manifest(pixels: np.ndarray, labels: np.ndarray, splits: np.ndarray, classes: list[str], pixels_path: Path) -> pd.DataFrame:
+    index = np.arange(len(labels))
+    # Number images within their split so that ids stay stable whatever else the source holds.
+    within = pd.Series(index).groupby(splits).cumcount().to_numpy()
+    return pd.DataFrame(
+        {
+            "image_id": [f"{s}/{i:05d}" for s, i in zip(splits, within)],
+            "label": labels.astype(np.int64),
+            "class_name": np.asarray(classes, dtype=object)[labels],
+            "split": splits,
+            "path": str(pixels_path),
+            "index": index.astype(np.int64),
+        }
+    )
+
+
+def _save_npy(array: np.ndarray, path: Path) -> None:
+    path, tmp = atomic_path(path)
+    try:
+        with open(tmp, "wb") as handle:
+            np.save(handle, np.ascontiguousarray(array))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Array datasets: return (pixels N x H x W x C uint8, labels, splits, class names)
+# --------------------------------------------------------------------------------------------
+
+
+def _load_digits(root, download_dir):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # 4-bit intensities (0..16) stretched to 8 bits.
+    pixels = np.clip(digits.images * 16, 0, 255).astype(np.uint8)[..., None]
+    splits = np.full(len(pixels), "train", dtype=object)
+    return pixels, digits.target, splits, [str(c) for c in range(10)]
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (the MNIST format), gzip-compressed or not."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError) as err:
+        raise ValueError(f"cannot read IDX file {path}: {err}") from err
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(shape))
+    if len(data) != expected:
+        raise ValueError(f"{path} is truncated or corrupt: {len(data)} bytes, expected {expected} for shape {shape}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _find_idx(root: Path, folder: str, stem: str) -> Path:
+    for directory in (root / folder / "raw", root / "raw", root):
+        for name in (stem, stem + ".gz"):
+            if (directory / name).is_file():
+                return directory / name
+    raise FileNotFoundError(f"{stem}[.gz] not found under {root} (looked in {folder}/raw/, raw/ and the root itself)")
+
+
+def _mnist_like(root, download_dir, dataset_class, folder: str, classes: list[str]):
+    if root is None:
+        dataset_class(str(download_dir), train=True, download=True)
+        dataset_class(str(download_dir), train=False, download=True)
+        root = download_dir
+    root = Path(root)
+    parts = []
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images = read_idx(_find_idx(root, folder, f"{prefix}-images-idx3-ubyte"))
+        labels = read_idx(_find_idx(root, folder, f"{prefix}-labels-idx1-ubyte"))
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ValueError(f"{prefix} images {images.shape} and labels {labels.shape} under {root} do not match")
+        parts.append((images, labels, np.full(len(labels), split, dtype=object)))
+    pixels = np.concatenate([p[0] for p in parts])[..., None]
+    labels = np.concatenate([p[1] for p in parts]).astype(np.int64)
+    if labels.max() >= len(classes):
+        raise ValueError(f"labels under {root} exceed the {len(classes)} classes")
+    return pixels, labels, np.concatenate([p[2] for p in parts]), classes
+
+
+def _load_mnist(root, download_dir):
+    from torchvision.datasets import MNIST
+
+    return _mnist_like(root, download_dir, MNIST, "MNIST", [str(c) for c in range(10)])
+
+
+def _load_fashion_mnist(root, download_dir):
+    from torchvision.datasets import FashionMNIST
+
+    return _mnist_like(root, download_dir, FashionMNIST, "FashionMNIST", FASHION_MNIST_CLASSES)
+
+
+def _unpickle(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"missing CIFAR-10 file: {path}")
+    try:
+        with open(path, "rb") as handle:
+            return pickle.load(handle, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError, ValueError) as err:
+        raise ValueError(f"corrupt CIFAR-10 file {path}: {err}") from err
+
+
+def _load_cifar10(root, download_dir):
+    from torchvision.datasets import CIFAR10
+
+    if root is None:
+        CIFAR10(str(download_dir), train=True, download=True)
+        root = download_dir
+    root = Path(root)
+    folder = root / CIFAR10.base_folder if (root / CIFAR10.base_folder).is_dir() else root
+    classes = _unpickle(folder / "batches.meta")["label_names"]
+    parts = []
+    for split, names in (("train", [f"data_batch_{i}" for i in range(1, 6)]), ("test", ["test_batch"])):
+        for name in names:
+            batch = _unpickle(folder / name)
+            try:
+                images = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+                labels = np.asarray(batch["labels"], dtype=np.int64)
+            except (KeyError, ValueError) as err:
+                raise ValueError(f"corrupt CIFAR-10 file {folder / name}: {err}") from err
+            if len(images) != len(labels):
+                raise ValueError(f"corrupt CIFAR-10 file {folder / name}: {len(images)} images but {len(labels)} labels")
+            parts.append((images, labels, np.full(len(labels), split, dtype=object)))
+    return (
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+        list(classes),
+    )
+
+
+_ARRAY_LOADERS = {"digits": _load_digits, "mnist": _load_mnist, "fashion_mnist": _load_fashion_mnist, "cifar10": _load_cifar10}
+
+
+# --------------------------------------------------------------------------------------------
+# File datasets: return a manifest frame pointing at image files
+# --------------------------------------------------------------------------------------------
+
+
+def _list_images(folder: Path) -> list[Path]:
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+
+
+def _folder_rows(class_parent: Path, split: str, id_root: Path, skip: tuple[str, ...] = ()) -> list[dict]:
+    """One row per image in ``class_parent/<class>/``; ids are paths relative to ``id_root``."""
+    return [
+        {"class_name": class_dir.name, "split": split, "path": str(image), "image_id": image.relative_to(id_root).as_posix()}
+        for class_dir in sorted(d for d in class_parent.iterdir() if d.is_dir() and d.name not in skip)
+        for image in _list_images(class_dir)
+    ]
+
+
+def _folder_manifest(rows: list[dict], root: Path) -> pd.DataFrame:
+    if not rows:
+        raise FileNotFoundError(f"no images found under {root} (expected <class>/<image> files)")
+    frame = pd.DataFrame(rows)
+    classes = sorted(frame["class_name"].unique())
+    frame["label"] = frame["class_name"].map({c: i for i, c in enumerate(classes)}).astype(np.int64)
+    frame["index"] = np.int64(-1)
+    return frame
+
+
+def _load_imagefolder(root, download_dir, checksums):
+    root = Path(root)
+    if (root / "train").is_dir():
+        rows = [row for split in ("train", "test") if (root / split).is_dir() for row in _folder_rows(root / split, split, root)]
+    else:
+        rows = _folder_rows(root, "train", root)
+    return _folder_manifest(rows, root)
+
+
+def _load_caltech101(root, download_dir, checksums):
+    if root is None:
+        from torchvision.datasets import Caltech101
+
+        Caltech101(str(download_dir), download=True)
+        root = download_dir
+    root = Path(root)
+    for candidate in (root / "caltech101" / "101_ObjectCategories", root / "101_ObjectCategories", root):
+        if candidate.is_dir() and any(p.is_dir() for p in candidate.iterdir()):
+            break
+    else:
+        raise FileNotFoundError(f"no 101_ObjectCategories folder under {root}")
+    # As torchvision does, the BACKGROUND_Google clutter class is not a category.
+    rows = _folder_rows(candidate, "train", candidate, skip=("BACKGROUND_Google",))
+    return _folder_manifest(rows, candidate)
+
+
+def sha256sum(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _download_holidays(download_dir: Path, checksums: dict) -> Path:
+    from torchvision.datasets.utils import download_url, extract_archive
+
+    download_dir.mkdir(parents=True, exist_ok=True)
+    for name, url in HOLIDAYS_URLS.items():
+        archive = download_dir / name
+        if not archive.is_file():
+            log.info("downloading %s", url)
+            download_url(url, str(download_dir), filename=name)
+        digest = sha256sum(archive)
+        expected = checksums.get(name)
+        if expected is not None and digest != expected:
+            archive.unlink()
+            raise ValueError(f"checksum mismatch for {archive}: sha256 {digest}, expected {expected}; the file was removed, run again to re-download")
+        log.info("%s sha256 %s%s", name, digest, "" if expected else " (no expected checksum configured)")
+        extract_archive(str(archive), str(download_dir))
+    return download_dir / "jpg"
+
+
+def _load_holidays(root, download_dir, checksums):
+    folder = Path(root) if root is not None else _download_holidays(download_dir, checksums)
+    if (folder / "jpg").is_dir():
+        folder = folder / "jpg"
+    images = _list_images(folder)
+    if not images:
+        raise FileNotFoundError(f"no Holidays images (e.g. 100000.jpg) found in {folder}")
+    bad = [p.name for p in images if not (len(p.stem) == 6 and p.stem.isdigit())]
+    if bad:
+        raise ValueError(f"unexpected Holidays file names in {folder} (expected six digits, e.g. 100000.jpg): {bad[:5]}")
+    # The group is the first four digits; the image ending in 00 is the group's query.
+    groups = sorted({p.stem[:4] for p in images})
+    frame = pd.DataFrame(
+        {
+            "image_id": [p.name for p in images],
+            "class_name": [p.stem[:4] for p in images],
+            "split": ["test" if p.stem.endswith("00") else "train" for p in images],
+            "path": [str(p) for p in images],
+        }
+    )
+    frame["label"] = frame["class_name"].map({g: i for i, g in enumerate(groups)}).astype(np.int64)
+    frame["index"] = np.int64(-1)
+    queries = frame.groupby("class_name")["split"].apply(lambda s: (s == "test").sum())
+    if (queries != 1).any():
+        raise ValueError(f"every Holidays group needs exactly one query image ending in 00; groups without: {queries[queries != 1].index[:5].tolist()}")
+    if root is None and (len(frame) != HOLIDAYS_N_IMAGES or len(groups) != HOLIDAYS_N_GROUPS):
+        raise ValueError(f"downloaded Holidays has {len(frame)} images in {len(groups)} groups, expected {HOLIDAYS_N_IMAGES} in {HOLIDAYS_N_GROUPS}")
+    return frame
+
+
+_FILE_LOADERS = {"caltech101": _load_caltech101, "holidays": _load_holidays, "imagefolder": _load_imagefolder}
+
+
+# --------------------------------------------------------------------------------------------
+# Reading images
+# --------------------------------------------------------------------------------------------
+
+
+def check_images(paths) -> None:
+    """Fail, naming the files, if any image is missing or cannot be decoded."""
+    bad = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except (OSError, SyntaxError) as err:
+            bad.append(f"{path} ({err.__class__.__name__}: {err})")
+    if bad:
+        raise ValueError(f"{len(bad)} unreadable image file(s): " + "; ".join(bad[:10]) + (" ..." if len(bad) > 10 else ""))
+
+
+def to_mode(image: Image.Image, mode: str) -> Image.Image:
+    """Convert to ``mode`` ('L' or 'RGB'); transparent pixels are composited onto white."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image if image.mode == mode else image.convert(mode)
+
+
+class ImageReader:
+    """Reads the images of a manifest by row, converted to one colour mode.
+
+    ``reader[i]`` returns a PIL image for manifest row ``i``. Pixel arrays are memory-mapped, so a
+    reader is cheap to create in every data-loader worker.
+    """
+
+    def __init__(self, manifest: pd.DataFrame, mode: str = "RGB"):
+        if mode not in ("L", "RGB"):
+            raise ValueError(f"mode must be 'L' or 'RGB', got {mode!r}")
+        self.paths = manifest["path"].to_numpy()
+        self.index = manifest["index"].to_numpy()
+        self.mode = mode
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _array(self, path: str) -> np.ndarray:
+        if path not in self._arrays:
+            try:
+                self._arrays[path] = np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as err:
+                raise ValueError(f"cannot read pixel array {path}: {err}") from err
+        return self._arrays[path]
+
+    def __getitem__(self, row: int) -> Image.Image:
+        path, index = self.paths[row], int(self.index[row])
+        if index >= 0:
+            pixels = np.asarray(self._array(path)[index])
+            image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+        else:
+            try:
+                with Image.open(path) as opened:
+                    opened.load()
+                    image = opened.copy()
+            except (OSError, SyntaxError) as err:
+                raise ValueError(f"cannot read image {path}: {err}") from err
+        return to_mode(image, self.mode)

@@ -1,0 +1,103 @@
+"""The config schema: the shipped configs are valid; bad ones stop with a message naming the key."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+import yaml
+
+from cbir.config import ConfigError, load_config, validate_config
+
+from conftest import REPO
+
+BASE = yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("path", ["config.yaml", *sorted(str(p.relative_to(REPO)) for p in (REPO / "config").glob("*.yaml"))])
+def test_shipped_configs_are_valid(path):
+    config = load_config(REPO / path)
+    assert config["datasets"]
+
+
+def test_defaults_are_filled_in():
+    config = validate_config({k: v for k, v in BASE.items() if k not in ("seed", "hashing", "evaluation")})
+    assert config["seed"] == 0 and config["hashing"]["bits"] == [12, 24, 32, 48] and config["evaluation"]["topk"] == 1000
+    assert config["backbones"]["smallcnn"]["finetune"]["momentum"] == 0.9
+
+
+def _set(path, value):
+    def mutate(config):
+        *parents, last = path.split(".")
+        node = config
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+
+    return mutate
+
+
+def _delete(path):
+    def mutate(config):
+        *parents, last = path.split(".")
+        node = config
+        for key in parents:
+            node = node[key]
+        del node[last]
+
+    return mutate
+
+
+BAD = {
+    "misspelt top-level key": (_set("sede", 1), "sede"),
+    "misspelt nested key": (_set("backbones.smallcnn.finetune.lrate", 0.1), "backbones.smallcnn.finetune.lrate"),
+    "wrong type": (_set("seed", "zero"), "seed"),
+    "negative seed": (_set("seed", -1), "seed"),
+    "unknown dataset kind": (_set("datasets.digits.kind", "imagenet"), "datasets.digits.kind"),
+    "missing required key": (_delete("datasets.digits.protocol"), "datasets.digits.protocol"),
+    "undefined protocol": (_set("datasets.digits.protocol", "paper-mnist"), "datasets.digits.protocol"),
+    "undefined backbone": (_set("datasets.digits.backbones", ["resnet50"]), "datasets.digits.backbones"),
+    "zero queries": (_set("protocols.digits.query_per_class", 0), "protocols.digits.query_per_class"),
+    "count neither integer nor all": (_set("protocols.digits.database_per_class", "most"), "protocols.digits.database_per_class"),
+    "bits above 64": (_set("hashing.bits", [12, 128]), "hashing.bits.1"),
+    "unknown hashing method": (_set("hashing.methods", ["ba", "kmeans"]), "hashing.methods.1"),
+    "duplicate bit lengths": (_set("hashing.bits", [12, 12]), "hashing.bits"),
+    "non-positive learning rate": (_set("backbones.smallcnn.finetune.lr", 0), "backbones.smallcnn.finetune.lr"),
+    "unknown arch": (_set("backbones.smallcnn.arch", "vgg16"), "backbones.smallcnn.arch"),
+    "imagenet weights for the small CNN": (_set("backbones.smallcnn.weights", "imagenet"), "backbones.smallcnn.weights"),
+    "fc6 outside alexnet": (_set("backbones.smallcnn.feature_layer", "fc6"), "backbones.smallcnn.feature_layer"),
+    "imagefolder without root": (_set("datasets.digits.kind", "imagefolder"), "datasets.digits.root"),
+    "holidays protocol on another dataset": (_set("protocols.digits", {"kind": "holidays"}), "datasets.digits.protocol"),
+    "option of another protocol kind": (_set("protocols.digits", {"kind": "holidays", "query_per_class": 5}), "protocols.digits.query_per_class"),
+    "unsafe dataset name": (lambda c: c["datasets"].update({"my data/set": c["datasets"]["digits"]}), "datasets"),
+    "unknown device": (_set("backbones.smallcnn.finetune.device", "tpu"), "backbones.smallcnn.finetune.device"),
+    "empty datasets": (_set("datasets", {}), "datasets"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD), ids=sorted(BAD))
+def test_bad_config_names_the_key(case):
+    mutate, key = BAD[case]
+    config = copy.deepcopy(BASE)
+    mutate(config)
+    with pytest.raises(ConfigError, match=rf"config key '{re.escape(key)}'"):
+        validate_config(config)
+
+
+def test_all_problems_reported_at_once():
+    config = copy.deepcopy(BASE)
+    config["seed"] = "x"
+    config["evaluation"]["topk"] = 0
+    with pytest.raises(ConfigError) as info:
+        validate_config(config)
+    assert "'seed'" in str(info.value) and "'evaluation.topk'" in str(info.value)
+
+
+def test_missing_or_broken_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("datasets: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)
