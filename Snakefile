@@ -27,6 +27,7 @@ except ConfigError as err:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/features.smk"
 
 
 rule all:

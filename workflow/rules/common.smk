@@ -24,11 +24,40 @@ def split_path(dataset):
 
 def all_targets():
     targets = []
-    for dataset in config["datasets"]:
+    for dataset, cfg in config["datasets"].items():
         protocol = protocol_of(dataset)
         targets += [
             manifest_path(dataset),
             f"{RESULTS}/{dataset}/splits/{protocol}.parquet",
             f"{RESULTS}/{dataset}/splits/{protocol}_counts.tsv",
         ]
+        for backbone in cfg["backbones"]:
+            if "hashing" in cfg["pipelines"]:
+                targets.append(features_path(dataset, backbone, "finetuned", backbone_cfg(backbone)["feature_layer"]))
+            if "metric_learning" in cfg["pipelines"]:
+                targets.append(features_path(dataset, backbone, "pretrained", "penultimate"))
     return targets
+
+
+def backbone_cfg(name):
+    return config["backbones"][name]
+
+
+def training_params(name):
+    """What fine-tuning depends on: everything of the backbone but the layer that is hashed."""
+    return {k: v for k, v in backbone_cfg(name).items() if k != "feature_layer"}
+
+
+def weights_file(name):
+    """The backbone's weights file as an input (so that replacing it reruns), or nothing."""
+    weights = backbone_cfg(name)["weights"]
+    return [] if weights in ("none", "imagenet") else [weights]
+
+
+def gpus(name):
+    """GPUs a job of this backbone asks the scheduler for: only when the config says cuda."""
+    return 1 if backbone_cfg(name)["finetune"]["device"] == "cuda" else 0
+
+
+def features_path(dataset, backbone, stage, layer):
+    return f"{RESULTS}/{dataset}/features/{backbone}/{stage}/{layer}.parquet"

@@ -1,0 +1,114 @@
+"""The feature stages: fine-tune a backbone on a split's training images, dump its features.
+
+These functions do the file I/O of the ``finetune`` and ``extract_features`` rules, so the
+workflow scripts only unpack ``snakemake`` and call them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cbir.datasets import native_mode, read_manifest
+from cbir.io import ROLES, read_parquet, write_descriptors, write_parquet
+from cbir.models import Backbone, build_backbone, input_mode
+from cbir.training import ImageTensors, save_checkpoint, finetune, fingerprint, resolve_device, run_layers, seed_everything
+
+log = logging.getLogger(__name__)
+
+#: Dataset kinds whose mirror images keep their class (digits do not: a mirrored 2 is no 2).
+MIRROR_INVARIANT = {"fashion_mnist", "cifar10", "caltech101", "holidays", "imagefolder"}
+
+
+def split_images(manifest_path: str | os.PathLike, split_path: str | os.PathLike) -> pd.DataFrame:
+    """The split's rows (in split order) with the manifest's pixel locations."""
+    manifest = read_manifest(manifest_path)
+    split = read_parquet(split_path)
+    images = split.merge(manifest[["image_id", "path", "index"]], on="image_id", how="left", validate="one_to_one")
+    if images["path"].isna().any():
+        missing = images.loc[images["path"].isna(), "image_id"].head().tolist()
+        raise ValueError(f"split {split_path} names images missing from manifest {manifest_path}: {missing}")
+    return images
+
+
+def load_backbone(backbone_cfg: dict, dataset_kind: str, weights: str | None = None) -> tuple[Backbone, str]:
+    """The configured backbone with ``weights`` (default: the configured ones) and its input mode."""
+    mode = input_mode(backbone_cfg["arch"], native_mode(dataset_kind))
+    backbone = build_backbone(backbone_cfg["arch"], weights or backbone_cfg["weights"], in_channels=len(mode))
+    return backbone, mode
+
+
+def train_backbone(
+    manifest_path,
+    split_path,
+    backbone_cfg: dict,
+    dataset_kind: str,
+    seed: int,
+    model_path,
+    history_path,
+    weights_path: str | None = None,
+) -> pd.DataFrame:
+    """Fine-tune on the split's training images; write the model and the per-epoch history.
+
+    A run killed mid-way resumes from ``<model_path>.resume`` (kept only while training).
+    """
+    images = split_images(manifest_path, split_path)
+    train = images[images["train"]].reset_index(drop=True)
+    class_names = train.sort_values("label").drop_duplicates("label")["class_name"].tolist()
+    n_classes = int(images["label"].max()) + 1
+    options = backbone_cfg["finetune"]
+    seed_everything(seed)
+    backbone, mode = load_backbone(backbone_cfg, dataset_kind, weights_path)
+    backbone.replace_head(n_classes)
+
+    rng = np.random.default_rng(seed)
+    is_val = np.zeros(len(train), dtype=bool)
+    is_val[rng.permutation(len(train))[: int(round(options["validation_fraction"] * len(train)))]] = True
+    size = backbone_cfg["input_size"]
+    train_set = ImageTensors(train[~is_val].reset_index(drop=True), mode, size)
+    val_set = ImageTensors(train[is_val].reset_index(drop=True), mode, size) if is_val.any() else None
+
+    resume_path = Path(str(model_path) + ".resume")
+    run_id = fingerprint(backbone_cfg, dataset_kind, seed, train["image_id"].tolist(), weights_path)
+    history = finetune(backbone, train_set, val_set, options, dataset_kind in MIRROR_INVARIANT, seed, resume_path, run_id)
+    save_checkpoint(
+        {"arch": backbone.arch, "state_dict": backbone.model.state_dict(), "input_mode": mode, "input_size": size, "class_names": class_names},
+        Path(model_path),
+    )
+    write_parquet(history, history_path)
+    resume_path.unlink(missing_ok=True)
+    if len(history):
+        last = history.iloc[-1]
+        log.info("done: train accuracy %.2f%%, validation accuracy %.2f%%", 100 * last["train_accuracy"], 100 * last.get("val_accuracy", float("nan")))
+    return history
+
+
+def extract_features(
+    manifest_path,
+    split_path,
+    backbone_cfg: dict,
+    dataset_kind: str,
+    layer: str,
+    out_path,
+    weights_path: str | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Write ``layer``'s activations for every image of the split as a descriptor file."""
+    images = split_images(manifest_path, split_path)
+    seed_everything(seed)  # random-weight backbones are the same for a seed
+    backbone, mode = load_backbone(backbone_cfg, dataset_kind, weights_path)
+    device = resolve_device(backbone_cfg["finetune"]["device"])
+    log.info("extracting %s features of %d images with %s on %s", layer, len(images), backbone.arch, device)
+    dataset = ImageTensors(images, mode, backbone_cfg["input_size"])
+    features = run_layers(backbone, dataset, (layer,), batch_size, backbone_cfg["finetune"]["workers"], device, progress=True)[layer]
+    if not np.isfinite(features).all():
+        raise ValueError(f"non-finite {layer} features from {weights_path or backbone_cfg['weights']}")
+    write_descriptors(out_path, images[["image_id", "label", *ROLES]], features)
+    log.info("wrote %d x %d features to %s", *features.shape, out_path)
+    return features

@@ -1,0 +1,191 @@
+"""Backbones, weights files, fine-tuning and feature extraction on tiny fixtures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cbir.models import build_backbone
+from cbir.training import ImageTensors, finetune, run_layers, save_checkpoint
+
+OPTIONS = {
+    "epochs": 1,
+    "batch_size": 16,
+    "lr": 0.05,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "schedule": "step",
+    "lr_step_epochs": 5,
+    "lr_gamma": 0.1,
+    "augment": True,
+    "head_only": False,
+    "validation_fraction": 0.0,
+    "device": "cpu",
+    "workers": 0,
+}
+
+
+@pytest.mark.parametrize(
+    "arch, size, dims",
+    [
+        ("smallcnn", 16, {"penultimate": 128, "logits": 7}),
+        ("resnet18", 32, {"penultimate": 512, "logits": 7}),
+        ("resnet50", 32, {"penultimate": 2048, "logits": 7}),
+        ("alexnet", 64, {"fc6": 4096, "penultimate": 4096, "logits": 7}),
+    ],
+)
+def test_layer_shapes(arch, size, dims):
+    torch.manual_seed(0)
+    backbone = build_backbone(arch, "none", in_channels=3, n_classes=7).eval()
+    with torch.no_grad():
+        out = backbone.layers(torch.randn(2, 3, size, size), tuple(dims))
+    assert {name: tuple(t.shape) for name, t in out.items()} == {name: (2, d) for name, d in dims.items()}
+    if arch == "alexnet":  # FC6 and FC7 are taken after their ReLU
+        assert (out["fc6"] >= 0).all() and (out["penultimate"] >= 0).all()
+
+
+def test_replace_head_keeps_trunk():
+    backbone = build_backbone("smallcnn", "none", in_channels=1, n_classes=10)
+    trunk_before = [p.clone() for p in backbone.trunk_parameters()]
+    backbone.replace_head(3)
+    assert backbone.head.out_features == 3
+    assert all(torch.equal(a, b) for a, b in zip(trunk_before, backbone.trunk_parameters()))
+
+
+def test_weights_file_round_trip(tmp_path):
+    torch.manual_seed(0)
+    original = build_backbone("resnet18", "none", n_classes=5).eval()
+    path = tmp_path / "weights.pt"
+    torch.save(original.model.state_dict(), path)
+    loaded = build_backbone("resnet18", str(path)).eval()
+    assert loaded.head.out_features == 5
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(original(x), loaded(x))
+    # The fine-tuning stage's file format (a dict holding the state dict) loads too.
+    save_checkpoint({"arch": "resnet18", "state_dict": original.model.state_dict()}, tmp_path / "model.pt")
+    with torch.no_grad():
+        torch.testing.assert_close(original(x), build_backbone("resnet18", str(tmp_path / "model.pt")).eval()(x))
+
+
+def test_missing_weights_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothere.pt"):
+        build_backbone("resnet18", str(tmp_path / "nothere.pt"))
+
+
+def test_corrupt_weights_file_is_named(tmp_path):
+    path = tmp_path / "corrupt.pt"
+    path.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(ValueError, match="corrupt.pt"):
+        build_backbone("resnet18", str(path))
+
+
+def test_weights_of_another_arch_are_named(tmp_path):
+    path = tmp_path / "resnet18.pt"
+    torch.save(build_backbone("resnet18", "none", n_classes=4).model.state_dict(), path)
+    with pytest.raises(ValueError, match="resnet18.pt.*does not fit arch 'resnet50'"):
+        build_backbone("resnet50", str(path))
+    with pytest.raises(ValueError, match="does not fit arch 'alexnet'"):
+        build_backbone("alexnet", str(path))
+
+
+def test_weights_file_that_runs_code_is_refused(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": Payload()}, path)
+    with pytest.raises(ValueError, match="evil.pt"):
+        build_backbone("resnet18", str(path))
+
+
+def tiny_images(tmp_path, n=96, size=12, seed=0) -> pd.DataFrame:
+    """Two classes that differ in brightness: learnable in one epoch."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    pixels = rng.integers(0, 100, (n, size, size, 1)).astype(np.uint8) + (labels * 120)[:, None, None, None].astype(np.uint8)
+    np.save(tmp_path / "pixels.npy", pixels)
+    return pd.DataFrame({"image_id": [f"train/{i:05d}" for i in range(n)], "label": labels, "path": str(tmp_path / "pixels.npy"), "index": np.arange(n)})
+
+
+def mean_loss(backbone, dataset) -> float:
+    logits = torch.from_numpy(run_layers(backbone, dataset, ("logits",))["logits"])
+    return torch.nn.functional.cross_entropy(logits, torch.tensor(dataset.labels)).item()
+
+
+def test_one_epoch_lowers_training_loss(tmp_path):
+    torch.manual_seed(0)
+    dataset = ImageTensors(tiny_images(tmp_path), "L", 12)
+    backbone = build_backbone("smallcnn", "none", in_channels=1, n_classes=2)
+    before = mean_loss(backbone, dataset)
+    history = finetune(backbone, dataset, None, OPTIONS, flip=False, seed=0)
+    assert len(history) == 1 and history["train_loss"].notna().all()
+    assert mean_loss(backbone, dataset) < 0.8 * before
+
+
+def test_head_only_trains_only_the_head(tmp_path):
+    dataset = ImageTensors(tiny_images(tmp_path), "L", 12)
+    backbone = build_backbone("smallcnn", "none", in_channels=1, n_classes=2)
+    trunk = {k: v.clone() for k, v in backbone.model.state_dict().items() if not k.startswith("classifier")}
+    head = backbone.head.weight.detach().clone()
+    finetune(backbone, dataset, None, {**OPTIONS, "head_only": True}, flip=False, seed=0)
+    after = backbone.model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in trunk.items())  # batch-norm statistics included
+    assert not torch.equal(head, backbone.head.weight)
+
+
+def test_extraction_is_deterministic_on_cpu(tmp_path):
+    dataset = ImageTensors(tiny_images(tmp_path), "L", 12)
+    torch.manual_seed(0)
+    backbone = build_backbone("smallcnn", "none", in_channels=1, n_classes=2)
+    first = run_layers(backbone, dataset, ("penultimate",), batch_size=7)["penultimate"]
+    second = run_layers(backbone, dataset, ("penultimate",), batch_size=32)["penultimate"]
+    np.testing.assert_array_equal(first, second)
+    assert first.dtype == np.float32 and first.shape == (96, 128)
+
+
+class Interrupted(RuntimeError):
+    pass
+
+
+def test_killed_fine_tuning_resumes_from_checkpoint(tmp_path, caplog):
+    images = tiny_images(tmp_path)
+    options = {**OPTIONS, "epochs": 3}
+
+    def fresh():
+        torch.manual_seed(0)
+        return build_backbone("smallcnn", "none", in_channels=1, n_classes=2)
+
+    uninterrupted = fresh()
+    finetune(uninterrupted, ImageTensors(images, "L", 12), None, options, flip=False, seed=0)
+
+    class DiesInSecondEpoch(ImageTensors):
+        served = 0
+
+        def __getitem__(self, i):
+            DiesInSecondEpoch.served += 1
+            if DiesInSecondEpoch.served > len(self) + 20:
+                raise Interrupted("killed")
+            return super().__getitem__(i)
+
+    resume = tmp_path / "model.pt.resume"
+    with pytest.raises(Interrupted):
+        finetune(fresh(), DiesInSecondEpoch(images, "L", 12), None, options, flip=False, seed=0, resume_path=resume, run_id="a")
+    assert resume.is_file()
+
+    resumed = fresh()
+    with caplog.at_level("INFO"):
+        history = finetune(resumed, ImageTensors(images, "L", 12), None, options, flip=False, seed=0, resume_path=resume, run_id="a")
+    assert "resumed from" in caplog.text and "after epoch 1" in caplog.text
+    assert history["epoch"].tolist() == [1, 2, 3]
+    for key, value in uninterrupted.model.state_dict().items():
+        torch.testing.assert_close(value, resumed.model.state_dict()[key], msg=key)
+
+    # A checkpoint of another configuration is not resumed.
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        finetune(fresh(), ImageTensors(images, "L", 12), None, options, flip=False, seed=0, resume_path=resume, run_id="b")
+    assert "belongs to another configuration" in caplog.text

@@ -1,0 +1,25 @@
+"""Dump one layer's features for every image of a split."""
+
+import os
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # cbir, also inside a conda env
+os.environ.setdefault("TORCH_HOME", "resources/weights")  # where ImageNet weights are downloaded
+
+import torch
+
+from cbir.features import extract_features
+from cbir.logs import logged
+
+with logged(snakemake.log[0]):
+    torch.set_num_threads(snakemake.threads)
+    extract_features(
+        snakemake.input.manifest,
+        snakemake.input.split,
+        snakemake.params.backbone,
+        snakemake.params.kind,
+        snakemake.wildcards.layer,
+        snakemake.output[0],
+        weights_path=snakemake.input.weights or None,
+        seed=snakemake.params.seed,
+    )
