@@ -28,6 +28,9 @@ except ConfigError as err:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
+include: "workflow/rules/hashing.smk"
+include: "workflow/rules/metric.smk"
+include: "workflow/rules/evaluation.smk"
 
 
 rule all:

@@ -16,6 +16,18 @@ SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "co
 IMAGENET_ARCHS = ("resnet18", "resnet50", "alexnet")
 #: Dataset kinds whose pixels are stored once in a ``pixels.npy`` array (the others are image files).
 PIXEL_ARRAY_KINDS = ("digits", "mnist", "fashion_mnist", "cifar10")
+#: The siamese/triplet paper's models: model -> (the model whose FC8 it starts from, its training
+#: objective); see cbir.metric_learning.
+METRIC_MODELS = {
+    "PT": (None, None),
+    "FT": (None, "classification"),
+    "SN-PT": ("PT", "contrastive"),
+    "SN-FT": ("FT", "contrastive"),
+    "SN-PT-FT": ("SN-PT", "classification"),
+    "TN-PT": ("PT", "triplet"),
+    "TN-FT": ("FT", "triplet"),
+    "TN-PT-FT": ("TN-PT", "classification"),
+}
 
 
 class ConfigError(ValueError):

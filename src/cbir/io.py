@@ -122,7 +122,9 @@ def write_descriptors(path: str | os.PathLike, index: pd.DataFrame, values: np.n
     else:
         if values.dtype != np.uint8 or values.shape[1] != n_bytes(n_bits):
             raise ValueError(f"{n_bits}-bit codes must be uint8 with {n_bytes(n_bits)} bytes per row")
-        columns["code"] = pa.array(list(np.ascontiguousarray(values).view(f"S{values.shape[1]}").ravel()), pa.binary(values.shape[1]))
+        width = values.shape[1]
+        buffer = pa.py_buffer(np.ascontiguousarray(values).tobytes())
+        columns["code"] = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(values), [None, buffer])
         metadata[_N_BITS_KEY] = str(int(n_bits)).encode()
     table = pa.table(columns).replace_schema_metadata(metadata)
     write_parquet(table, path)

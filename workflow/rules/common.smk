@@ -1,6 +1,6 @@
 """Paths, config lookups and target lists shared by every stage."""
 
-from cbir.config import PIXEL_ARRAY_KINDS
+from cbir.config import METRIC_MODELS, PIXEL_ARRAY_KINDS
 
 RESULTS = config["results_dir"]
 ENV = "../../envs/cbir.yaml"
@@ -31,12 +31,25 @@ def all_targets():
             f"{RESULTS}/{dataset}/splits/{protocol}.parquet",
             f"{RESULTS}/{dataset}/splits/{protocol}_counts.tsv",
         ]
-        for backbone in cfg["backbones"]:
-            if "hashing" in cfg["pipelines"]:
-                targets.append(features_path(dataset, backbone, "finetuned", backbone_cfg(backbone)["feature_layer"]))
-            if "metric_learning" in cfg["pipelines"]:
-                targets.append(features_path(dataset, backbone, "pretrained", "penultimate"))
+        for descriptor in descriptors(dataset):
+            targets += [
+                f"{RESULTS}/{dataset}/evaluation/{descriptor}/summary.parquet",
+                f"{RESULTS}/{dataset}/retrieval/{descriptor}/ranking.parquet",
+            ]
     return targets
+
+
+def descriptors(dataset):
+    """Every descriptor the config asks for on ``dataset`` (see rules/evaluation.smk)."""
+    cfg = dataset_cfg(dataset)
+    names = []
+    for backbone in cfg["backbones"]:
+        if "hashing" in cfg["pipelines"]:
+            names.append(f"features/{backbone}/finetuned/{backbone_cfg(backbone)['feature_layer']}")
+            names += [f"hashing/{backbone}/{m}/{b}" for m in config["hashing"]["methods"] for b in config["hashing"]["bits"]]
+        if "metric_learning" in cfg["pipelines"]:
+            names += [f"metric/{backbone}/{model}" for model in config["metric_learning"]["models"]]
+    return names
 
 
 def backbone_cfg(name):
@@ -61,3 +74,22 @@ def gpus(name):
 
 def features_path(dataset, backbone, stage, layer):
     return f"{RESULTS}/{dataset}/features/{backbone}/{stage}/{layer}.parquet"
+
+
+def starts_from(model):
+    """The model whose FC8 initialises ``model`` (None for PT and FT)."""
+    return METRIC_MODELS[model][0]
+
+
+def metric_dir(dataset, backbone, model):
+    return f"{RESULTS}/{dataset}/metric/{backbone}/{model}"
+
+
+# Descriptor names, the paths below results/<dataset>/ (see rules/evaluation.smk).
+DESCRIPTOR = r"hashing/[^/]+/[^/]+/\d+|metric/[^/]+/[^/]+|features/[^/]+/(finetuned|pretrained)/[^/]+"
+
+
+def descriptor_file(wc):
+    if wc.descriptor.startswith("features/"):
+        return f"{RESULTS}/{wc.dataset}/{wc.descriptor}.parquet"
+    return f"{RESULTS}/{wc.dataset}/{wc.descriptor}/descriptors.parquet"

@@ -1,0 +1,26 @@
+"""Binary hashing of feature vectors: the binary autoencoder (BA) and baselines.
+
+All hashers are scikit-learn style estimators with ``fit(X)``, ``transform(X)`` (an (N, n_bits)
+uint8 array of 0/1) and ``encode(X)`` (packed codes, see :mod:`cbir.codes`). Build one by name
+with :func:`make_hasher`.
+"""
+
+from __future__ import annotations
+
+from cbir.hashing.ba import BinaryAutoencoder
+from cbir.hashing.base import BaseHasher
+from cbir.hashing.baselines import ITQ, LSH, PCAH, SpectralHashing
+
+HASHERS = {"ba": BinaryAutoencoder, "itq": ITQ, "pcah": PCAH, "lsh": LSH, "sh": SpectralHashing}
+
+
+def make_hasher(name: str, n_bits: int, random_state=None, **params) -> BaseHasher:
+    """A hasher by registry name, e.g. ``make_hasher("ba", 32, random_state=0, max_iter=30)``."""
+    try:
+        cls = HASHERS[name]
+    except KeyError:
+        raise ValueError(f"unknown hashing method {name!r}; expected one of {sorted(HASHERS)}") from None
+    return cls(n_bits=n_bits, random_state=random_state, **params)
+
+
+__all__ = ["HASHERS", "BaseHasher", "BinaryAutoencoder", "ITQ", "LSH", "PCAH", "SpectralHashing", "make_hasher"]

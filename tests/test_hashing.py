@@ -1,0 +1,349 @@
+"""Tests of cbir.hashing: the BA's Z, h and f steps, the SVM solver, and every hasher's API."""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.svm import LinearSVC
+
+from cbir.codes import n_bytes, unpack_bits
+from cbir.hashing import HASHERS, ITQ, BinaryAutoencoder, make_hasher
+from cbir.hashing.ba import _least_squares_decoder, _MACState
+from cbir.hashing.svm import exact_line_search, fit_squared_hinge_svm, svm_objective
+from cbir.hashing.zstep import box_qp, greedy_flips, zstep, zstep_exact, zstep_objective, zstep_relaxed
+
+FAST = {"ba": {"max_iter": 15}}  # keep the BA fits in the API tests short
+
+
+def hasher(name, n_bits, seed=0):
+    return make_hasher(name, n_bits, random_state=seed, **FAST.get(name, {}))
+
+
+def random_decoder_problem(rng, n, n_bits, dim=12):
+    """Points, a decoder (A, c) and encoder codes H, plus the code-space quantities q, G, h_err."""
+    X = rng.standard_normal((n, dim))
+    A = rng.standard_normal((dim, n_bits))
+    c = rng.standard_normal(dim) * 0.1
+    H = rng.integers(0, 2, (n, n_bits)).astype(np.uint8)
+    q, G = (X - c) @ A, A.T @ A
+    h_err = ((X - c - H @ A.T) ** 2).sum(axis=1)
+    return X, A, c, H, q, G, h_err
+
+
+# ---------------------------------------------------------------------------------- Z step
+@pytest.mark.parametrize("n_bits", [1, 3, 6, 10])
+def test_exact_zstep_equals_brute_force(n_bits):
+    rng = np.random.default_rng(n_bits)
+    X, A, c, H, q, G, h_err = random_decoder_problem(rng, 40, n_bits)
+    codes = np.array(list(itertools.product([0, 1], repeat=n_bits)), dtype=float)
+    for mu in [0.0, 0.05 * h_err.mean() / n_bits, h_err.mean() / 3, 3 * h_err.mean()]:
+        # brute force on the original objective ||x - c - A z||^2 + mu * Hamming(z, h)
+        recon = ((X[:, None, :] - c - codes[None] @ A.T) ** 2).sum(axis=2)
+        brute = recon + mu * (codes[None] != H[:, None]).sum(axis=2)
+        for radius_bound in (h_err, None):
+            Z = zstep_exact(q, G, H, mu, radius_bound)
+            got = ((X - c - Z @ A.T) ** 2).sum(axis=1) + mu * (Z != H).sum(axis=1)
+            np.testing.assert_allclose(got, brute.min(axis=1), rtol=1e-10, atol=1e-10)
+            unique = np.sort(brute, axis=1)[:, 1] - brute.min(axis=1) > 1e-8
+            np.testing.assert_array_equal(Z[unique], codes[brute.argmin(axis=1)][unique])
+
+
+def test_exact_zstep_large_mu_keeps_h():
+    rng = np.random.default_rng(1)
+    _, _, _, H, q, G, h_err = random_decoder_problem(rng, 30, 5)
+    np.testing.assert_array_equal(zstep_exact(q, G, H, 1.01 * h_err.max(), h_err), H)
+
+
+def test_greedy_flips_never_worse_and_locally_optimal():
+    rng = np.random.default_rng(2)
+    _, _, _, H, q, G, h_err = random_decoder_problem(rng, 200, 24, dim=30)
+    mu = h_err.mean() / 24
+    Z0 = rng.integers(0, 2, H.shape).astype(np.uint8)
+    Z = greedy_flips(Z0, q, G, H, mu)
+    F = zstep_objective(Z, q, G, H, mu)
+    assert (F <= zstep_objective(Z0, q, G, H, mu) + 1e-9).all()
+    assert (F < zstep_objective(Z0, q, G, H, mu) - 1e-9).any()
+    for bit in range(24):  # no single flip improves any point
+        flipped = Z.copy()
+        flipped[:, bit] ^= 1
+        assert (zstep_objective(flipped, q, G, H, mu) >= F - 1e-9).all()
+
+
+def test_relaxed_zstep_not_worse_than_rounding_h_or_previous():
+    rng = np.random.default_rng(3)
+    _, _, _, H, q, G, h_err = random_decoder_problem(rng, 300, 20, dim=30)
+    Z_prev = rng.integers(0, 2, H.shape).astype(np.uint8)
+    for mu in [0.0, h_err.mean() / 20, h_err.mean() / 4]:
+        Z = zstep_relaxed(q, G, H, Z_prev, mu, h_err)
+        F = zstep_objective(Z, q, G, H, mu)
+        rounded = (box_qp(q, G, H, mu, Z_prev) > 0.5).astype(np.uint8)
+        for other in (rounded, H, Z_prev):
+            assert (F <= zstep_objective(other, q, G, H, mu) + 1e-9).all()
+        assert F.sum() < zstep_objective(rounded, q, G, H, mu).sum()  # the flips do something
+
+
+def test_box_qp_satisfies_kkt():
+    rng = np.random.default_rng(4)
+    _, _, _, H, q, G, _ = random_decoder_problem(rng, 50, 8)
+    mu = 0.5
+    Z = box_qp(q, G, H, mu, np.full(H.shape, 0.5), max_iter=5000, tol=1e-12)
+    grad = 2 * (Z @ (G + mu * np.eye(8)) - (q + mu * H))
+    scale = np.abs(grad).max()
+    assert (Z >= 0).all() and (Z <= 1).all()
+    interior = (Z > 1e-9) & (Z < 1 - 1e-9)
+    assert np.abs(grad[interior]).max(initial=0) < 1e-6 * scale
+    assert (grad[Z <= 1e-9] > -1e-6 * scale).all() and (grad[Z >= 1 - 1e-9] < 1e-6 * scale).all()
+
+
+def test_zstep_exact_and_relaxed_agree_on_the_dispatch():
+    rng = np.random.default_rng(5)
+    _, _, _, H, q, G, h_err = random_decoder_problem(rng, 60, 6)
+    mu = h_err.mean() / 6
+    exact = zstep(q, G, H, H, mu, h_err, exact_max_bits=16)
+    relaxed = zstep(q, G, H, H, mu, h_err, exact_max_bits=0)
+    assert (zstep_objective(exact, q, G, H, mu) <= zstep_objective(relaxed, q, G, H, mu) + 1e-9).all()
+
+
+# ---------------------------------------------------------------------------------- SVM
+def _svm_problem(rng, n=250, d=12):
+    X = rng.standard_normal((n, d)) + np.linspace(-1, 2, d)
+    Y = np.sign(X @ rng.standard_normal((d, 3)) + rng.standard_normal((n, 3)) + 0.5)
+    return X, Y
+
+
+@pytest.mark.parametrize("C", [0.5, 20.0])
+def test_svm_solver_matches_liblinear_objective(C):
+    X, Y = _svm_problem(np.random.default_rng(int(C)))
+    X_aug = np.hstack([X, np.ones((len(X), 1))])  # liblinear -B 1: a regularised bias feature
+    V, _ = fit_squared_hinge_svm(X_aug, Y, C, tol=1e-10, max_newton=100, max_cg=200)
+    ours = svm_objective(X_aug, Y, V, C)
+    for k in range(Y.shape[1]):
+        svc = LinearSVC(C=C, loss="squared_hinge", dual=True, fit_intercept=True, intercept_scaling=1, tol=1e-10, max_iter=200_000)
+        svc.fit(X, Y[:, k])
+        w = np.r_[svc.coef_.ravel(), svc.intercept_][:, None]
+        theirs = svm_objective(X_aug, Y[:, [k]], w, C)[0]
+        assert ours[k] == pytest.approx(theirs, rel=1e-7)
+
+
+def test_svm_solver_rotation_invariant_and_warm_start():
+    rng = np.random.default_rng(6)
+    X, Y = _svm_problem(rng)
+    X_aug = np.hstack([X, np.ones((len(X), 1))])
+    Q, _ = np.linalg.qr(rng.standard_normal((X_aug.shape[1],) * 2))
+    V, _ = fit_squared_hinge_svm(X_aug, Y, 10.0, tol=1e-10, max_newton=100, max_cg=200)
+    V_rot, _ = fit_squared_hinge_svm(X_aug @ Q, Y, 10.0, tol=1e-10, max_newton=100, max_cg=200, precond_block=4)
+    np.testing.assert_allclose(Q @ V_rot, V, rtol=1e-5, atol=1e-7)
+    _, info = fit_squared_hinge_svm(X_aug, Y, 10.0, V0=V, tol=1e-6)
+    assert info["n_newton"] == 0  # warm start at the optimum: nothing to do
+
+
+def test_exact_line_search_minimises_along_direction():
+    rng = np.random.default_rng(7)
+    X, Y = _svm_problem(rng)
+    V, D = rng.standard_normal((X.shape[1], 3)) * 0.1, rng.standard_normal((X.shape[1], 3))
+    t = exact_line_search(V, D, X @ V, X @ D, Y, 3.0)
+    grid = np.linspace(0, 3 * t.max() + 1, 4001)
+    values = np.array([svm_objective(X, Y, V + s * D, 3.0) for s in grid])
+    best = svm_objective(X, Y, V + t * D, 3.0)
+    assert (best <= values.min(axis=0) + 1e-9).all()
+
+
+# ---------------------------------------------------------------------------------- BA
+def _planted(seed, n=600, dim=40, n_bits=8, noise=0.3):
+    rng = np.random.default_rng(seed)
+    Z_true = rng.integers(0, 2, (n, n_bits))
+    A = rng.standard_normal((dim, n_bits)) * rng.uniform(0.5, 2.0, n_bits)
+    return (Z_true @ A.T + rng.standard_normal(dim) + noise * rng.standard_normal((n, dim))).astype(np.float32)
+
+
+def _ls_recon_error(X, bits):
+    A, c = _least_squares_decoder(X, bits)
+    return float(((X - bits @ A.T - c) ** 2).sum())
+
+
+@pytest.mark.parametrize("n_bits", [6, 20])
+def test_e_q_non_increasing_at_fixed_mu(n_bits):
+    X = _planted(10, n=300, dim=30, n_bits=n_bits, noise=0.5)
+    itq = ITQ(n_bits, random_state=0).fit(X)
+    state = _MACState(X, C=100.0)
+    state.init_from_linear(itq.W_, itq.b_)
+    state.Z = state.H.copy()
+    state.f_step()
+    mu = 0.1 * state.recon(state.Z).mean() / n_bits
+    values = [state.e_q(mu)]
+    for _ in range(4):
+        state.z_step(mu, exact_max_bits=16)
+        values.append(state.e_q(mu))
+        state.h_step(tol=1e-3, max_newton=3, max_cg=10)
+        values.append(state.e_q(mu))
+        state.f_step()
+        values.append(state.e_q(mu))
+    values = np.array(values)
+    assert (np.diff(values) <= 1e-9 * values[0]).all(), values
+    assert values[-1] < values[0]
+
+
+def test_h_step_keeps_old_svm_when_new_one_mismatches_more():
+    # 1-D: z = 1 on [0, 0.95], 0 on [1.05, 2], plus 5 far outliers with z = 1 at x = 10. The
+    # threshold x < 1 has 5 mismatches; the squared-hinge SVM is dragged by the outliers and has more.
+    x = np.r_[np.linspace(0, 0.95, 100), np.linspace(1.05, 2, 100), np.full(5, 10.0)]
+    X = x[:, None].astype(np.float32)
+    z = np.r_[np.ones(100), np.zeros(100), np.ones(5)].astype(np.uint8)[:, None]
+    state = _MACState(X, C=100.0)
+    state.init_from_linear(np.array([[-1.0]]), np.array([1.0]))
+    state.Z = z
+    before = int((state.H != z).sum())
+    assert before == 5
+    V, _ = fit_squared_hinge_svm(state.X_rot, 2.0 * z - 1.0, 100.0, tol=1e-8, max_newton=50)
+    assert int((((state.X_rot @ V) > 0) != z).sum()) > before  # the SVM alone would be worse
+    trained, accepted, _ = state.h_step(tol=1e-8, max_newton=50, max_cg=50)
+    assert (trained, accepted) == (1, 0) and int((state.H != z).sum()) == before
+
+
+def test_ba_trace_is_monotone_and_converges():
+    X = _planted(11, n=400, dim=30, n_bits=8)
+    model = BinaryAutoencoder(8, random_state=0).fit(X)
+    tr = model.trace_
+    expected = {"iteration", "mu", "E_Q_start", "E_Q_hf", "E_Q_z", "recon_h", "recon_Z", "mismatches", "z_changed",
+                "svm_trained", "svm_accepted", "seconds"}
+    assert expected <= set(tr.columns)
+    assert len(tr) == model.n_iter_ and (np.diff(tr["mu"]) > 0).all()
+    rows = tr.iloc[1:]
+    assert (rows["E_Q_hf"] <= rows["E_Q_start"] * (1 + 1e-9)).all()
+    assert (tr["E_Q_z"] <= tr["E_Q_hf"] * (1 + 1e-9)).all()
+    assert model.converged_ and tr["mismatches"].iloc[-1] == 0
+    # the encoder's codes on the training set decode with the recorded error
+    bits = model.transform(X)
+    recon = ((X - model.decode(bits)) ** 2).sum(axis=1).mean()
+    assert recon <= tr["recon_h"].iloc[-1] * (1 + 1e-4)
+
+
+def test_ba_beats_itq_on_planted_binary_structure():
+    # X = Z_true A^T + offset + noise. BA starts from the codes of ITQ(random_state=seed), so it is
+    # compared with exactly its initialisation; ITQ can already be a fixed point of the alternation
+    # (then BA keeps it), so require "never worse" everywhere and a clear gain on most seeds.
+    ratios = []
+    for seed in range(6):
+        X = _planted(seed)
+        ba = BinaryAutoencoder(8, random_state=seed).fit(X)
+        itq = ITQ(8, random_state=seed).fit(X)
+        ratios.append(_ls_recon_error(X, ba.transform(X)) / _ls_recon_error(X, itq.transform(X)))
+    ratios = np.array(ratios)
+    assert (ratios <= 1 + 1e-6).all(), ratios
+    assert (ratios < 0.9).sum() >= 4, ratios
+
+
+def test_ba_explicit_mu_schedule():
+    X = _planted(12, n=200, dim=20, n_bits=4)
+    model = BinaryAutoencoder(4, mu_schedule=[1e-3, 1e-2], random_state=0).fit(X)
+    assert model.n_iter_ <= 2 and list(model.trace_["mu"]) == [1e-3, 1e-2][: model.n_iter_]
+
+
+# ---------------------------------------------------------------------------------- baselines
+def test_itq_rotation_beats_random_rotations():
+    X = _planted(20, n=500, dim=30, n_bits=6)
+    itq = ITQ(6, random_state=0).fit(X)
+    V = (X - itq.mean_) @ itq.components_.T
+
+    def loss(R):
+        VR = V @ R
+        return ((np.where(VR >= 0, 1.0, -1.0) - VR) ** 2).sum()
+
+    rng = np.random.default_rng(0)
+    random_losses = [loss(np.linalg.qr(rng.standard_normal((6, 6)))[0]) for _ in range(20)]
+    assert loss(itq.rotation_) < min(random_losses)
+    # converged: R is the Procrustes solution for its own codes B, argmax_R tr(B^T V R)
+    B = np.where(V @ itq.rotation_ >= 0, 1.0, -1.0)
+    U, _, Vt = np.linalg.svd(B.T @ V)
+    best = Vt.T @ U.T
+    assert ((B - V @ itq.rotation_) ** 2).sum() <= ((B - V @ best) ** 2).sum() * (1 + 1e-6)
+    np.testing.assert_array_equal(itq.transform(X), (V @ itq.rotation_ >= 0).astype(np.uint8))
+
+
+def test_spectral_hashing_modes_on_a_line():
+    # 1-D uniform data: the eigenfunctions are cos(k pi (x - min) / range), k = 1, 2, 3
+    x = np.linspace(0, 1, 401)[:, None]
+    bits = make_hasher("sh", 3).fit(x).transform(x)
+    u = (x[:, 0] - x.min()) / np.ptp(x)
+    for k in (1, 2, 3):
+        expected = np.cos(k * np.pi * u) > 0
+        agree = (bits[:, k - 1] == expected).mean()
+        assert max(agree, 1 - agree) > 0.99  # up to the sign of the principal direction (k odd)
+
+
+# ---------------------------------------------------------------------------------- API
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((400, 80)).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", sorted(HASHERS))
+def test_deterministic_and_pickle_roundtrip(name, data, tmp_path):
+    codes = hasher(name, 12).fit(data).encode(data)
+    model = hasher(name, 12).fit(data)
+    np.testing.assert_array_equal(model.encode(data), codes)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(model)).encode(data), codes)
+    joblib.dump(model, tmp_path / "model.joblib")
+    np.testing.assert_array_equal(joblib.load(tmp_path / "model.joblib").encode(data), codes)
+    assert clone(model).get_params() == model.get_params()
+
+
+@pytest.mark.parametrize("name", ["lsh", "itq", "ba"])
+def test_seed_matters(name, data):
+    assert not np.array_equal(hasher(name, 12, seed=0).fit(data).encode(data), hasher(name, 12, seed=1).fit(data).encode(data))
+
+
+@pytest.mark.parametrize("name", sorted(HASHERS))
+@pytest.mark.parametrize("n_bits", [1, 7, 8, 9, 33, 64])
+def test_packed_width_and_bits_not_constant(name, n_bits, data):
+    model = hasher(name, n_bits).fit(data)
+    bits = model.transform(data)
+    codes = model.encode(data)
+    assert bits.shape == (len(data), n_bits) and bits.dtype == np.uint8
+    assert codes.shape == (len(data), n_bytes(n_bits)) and codes.dtype == np.uint8
+    np.testing.assert_array_equal(unpack_bits(codes, n_bits), bits)
+    frac = bits.mean(axis=0)
+    assert ((frac > 0) & (frac < 1)).all(), frac
+
+
+@pytest.mark.parametrize("name", sorted(HASHERS))
+def test_bad_input_errors(name, data):
+    with pytest.raises(NotFittedError):
+        hasher(name, 8).transform(data)
+    bad = data.copy()
+    bad[3, 5] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        hasher(name, 8).fit(bad)
+    bad[3, 5] = np.inf
+    with pytest.raises(ValueError, match="infinite"):
+        hasher(name, 8).fit(bad)
+    with pytest.raises(ValueError, match="2-D"):
+        hasher(name, 8).fit(data[0])
+    for n_bits in (0, 65):
+        with pytest.raises(ValueError, match="n_bits must be between 1 and 64"):
+            hasher(name, n_bits).fit(data)
+    with pytest.raises(ValueError, match="at least n_bits=16 samples"):
+        hasher(name, 16).fit(data[:10])
+    model = hasher(name, 8).fit(data)
+    with pytest.raises(ValueError, match="expected 80 features, got 40"):
+        model.transform(data[:, :40])
+    with pytest.raises(ValueError, match="expected 80 features, got 40"):
+        model.encode(data[:, :40])
+    with pytest.raises(ValueError, match="NaN"):
+        model.encode(bad)
+
+
+def test_make_hasher_registry():
+    assert isinstance(make_hasher("ba", 12, random_state=3, max_iter=5), BinaryAutoencoder)
+    assert make_hasher("itq", 12, n_iter=3).get_params()["n_iter"] == 3
+    with pytest.raises(ValueError, match="unknown hashing method"):
+        make_hasher("nope", 8)
+    with pytest.raises(ValueError, match="n_bits <= n_features"):
+        make_hasher("pcah", 16).fit(np.random.default_rng(0).standard_normal((50, 8)))

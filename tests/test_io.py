@@ -1,0 +1,68 @@
+"""Descriptor files round-trip features and packed codes; bad files are named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cbir.codes import n_bytes, pack_bits, unpack_bits
+from cbir.io import read_descriptors, write_descriptors, write_parquet
+
+INDEX = pd.DataFrame(
+    {"image_id": ["a", "b", "c", "d"], "label": [1, 2, 3, 1], "train": [True, True, False, False], "database": [True, True, True, False], "query": [False, False, False, True]}
+)
+
+
+def test_features_round_trip(tmp_path):
+    values = np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32)
+    write_descriptors(tmp_path / "f.parquet", INDEX, values)
+    back = read_descriptors(tmp_path / "f.parquet")
+    np.testing.assert_array_equal(back.values, values)
+    assert not back.is_binary and back.image_id.tolist() == ["a", "b", "c", "d"]
+    assert back.subset("database").image_id.tolist() == ["a", "b", "c"]
+    assert back.subset("query").label.tolist() == [1]
+
+
+@pytest.mark.parametrize("n_bits", [1, 7, 8, 9, 12, 33, 64])
+def test_codes_round_trip_including_zero_bytes(tmp_path, n_bits):
+    bits = np.random.default_rng(n_bits).integers(0, 2, (4, n_bits))
+    bits[0] = 0  # an all-zero code: trailing zero bytes must survive
+    bits[1, -1] = 0
+    codes = pack_bits(bits)
+    write_descriptors(tmp_path / "c.parquet", INDEX, codes, n_bits=n_bits)
+    back = read_descriptors(tmp_path / "c.parquet")
+    assert back.n_bits == n_bits and back.values.shape == (4, n_bytes(n_bits))
+    np.testing.assert_array_equal(unpack_bits(back.values, n_bits), bits)
+
+
+def test_wrong_code_width_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="12-bit codes"):
+        write_descriptors(tmp_path / "c.parquet", INDEX, np.zeros((4, 1), np.uint8), n_bits=12)
+
+
+def test_missing_and_foreign_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.parquet"):
+        read_descriptors(tmp_path / "nope.parquet")
+    write_parquet(pd.DataFrame({"x": [1]}), tmp_path / "other.parquet")
+    with pytest.raises(ValueError, match="other.parquet is not a descriptor file"):
+        read_descriptors(tmp_path / "other.parquet")
+    (tmp_path / "garbage.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ValueError, match="garbage.parquet"):
+        read_descriptors(tmp_path / "garbage.parquet")
+
+
+def test_write_is_atomic(tmp_path, monkeypatch):
+    target = tmp_path / "t.parquet"
+    write_parquet(pd.DataFrame({"x": [1]}), target)
+    import pyarrow.parquet as pq
+
+    def broken(table, where):
+        open(where, "wb").write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pq, "write_table", broken)
+    with pytest.raises(OSError):
+        write_parquet(pd.DataFrame({"x": [2]}), target)
+    assert pd.read_parquet(target)["x"].tolist() == [1]
+    assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
