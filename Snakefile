@@ -16,7 +16,11 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from cbir.config import ConfigError, validate_config
 
 
-configfile: "config.yaml"
+# config.yaml is the default; a --configfile replaces it instead of being merged into it.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
 
 
 try:
@@ -25,12 +29,16 @@ except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/hashing.smk"
 include: "workflow/rules/metric.smk"
 include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

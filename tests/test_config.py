@@ -57,7 +57,7 @@ BAD = {
     "unknown dataset kind": (_set("datasets.digits.kind", "imagenet"), "datasets.digits.kind"),
     "missing required key": (_delete("datasets.digits.protocol"), "datasets.digits.protocol"),
     "undefined protocol": (_set("datasets.digits.protocol", "paper-mnist"), "datasets.digits.protocol"),
-    "undefined backbone": (_set("datasets.digits.backbones", ["resnet50"]), "datasets.digits.backbones"),
+    "undefined backbone": (_set("datasets.digits.hashing", ["resnet50"]), "datasets.digits.hashing"),
     "zero queries": (_set("protocols.digits.query_per_class", 0), "protocols.digits.query_per_class"),
     "count neither integer nor all": (_set("protocols.digits.database_per_class", "most"), "protocols.digits.database_per_class"),
     "bits above 64": (_set("hashing.bits", [12, 128]), "hashing.bits.1"),

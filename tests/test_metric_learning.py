@@ -69,7 +69,7 @@ def test_triplet_loss_by_hand():
 OPTIONS = {
     "epochs": 8,
     "batch_size": 16,
-    "lr": 0.01,
+    "lr": 0.05,
     "momentum": 0.9,
     "weight_decay": 0.0,
     "contrastive_margin": 0.5,
@@ -137,3 +137,30 @@ def test_every_model_starts_from_a_known_model():
     assert set(MODELS) == {"PT", "FT", "SN-PT", "SN-PT-FT", "SN-FT", "TN-PT", "TN-PT-FT", "TN-FT"}
     for model, (start, _) in MODELS.items():
         assert start is None or start in MODELS
+
+
+def test_standardisation_is_folded_back_exactly():
+    from cbir.metric_learning import _standardized, _unstandardized
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(6, 3)
+    mean, scale = torch.randn(6), torch.rand(6) + 0.1
+    x = torch.randn(5, 6)
+    torch.testing.assert_close(_standardized(head, mean, scale)((x - mean) / scale), head(x))
+    torch.testing.assert_close(_unstandardized(_standardized(head, mean, scale), mean, scale)(x), head(x))
+
+
+def test_training_does_not_depend_on_the_feature_scale():
+    """Tiny features (a randomly initialised backbone's) train as well as unit-scale ones."""
+    features, labels = separable()
+    torch.manual_seed(0)
+    pretrained = torch.nn.Linear(features.shape[1], 16)
+    maps = []
+    for factor in (1.0, 1e-4):
+        start = torch.nn.Linear(features.shape[1], 16)
+        with torch.no_grad():  # the same function on the rescaled features
+            start.weight.copy_(pretrained.weight / factor)
+            start.bias.copy_(pretrained.bias)
+        trained, _ = train_head(start, features * factor, labels, "triplet", OPTIONS, seed=0)
+        maps.append(leave_one_out_map(descriptors(trained, features * factor), labels))
+    assert maps[1] == pytest.approx(maps[0], abs=0.02)

@@ -16,6 +16,8 @@ SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "co
 IMAGENET_ARCHS = ("resnet18", "resnet50", "alexnet")
 #: Dataset kinds whose pixels are stored once in a ``pixels.npy`` array (the others are image files).
 PIXEL_ARRAY_KINDS = ("digits", "mnist", "fashion_mnist", "cifar10")
+#: Dataset kinds whose images are grayscale; the others are read as RGB.
+GRAYSCALE_KINDS = ("digits", "mnist", "fashion_mnist")
 #: The siamese/triplet paper's models: model -> (the model whose FC8 it starts from, its training
 #: objective); see cbir.metric_learning.
 METRIC_MODELS = {
@@ -99,9 +101,12 @@ def _cross_checks(config: dict) -> list[str]:
             problems.append(f"config key '{key}.protocol': {dataset['protocol']!r} is not a key of 'protocols' ({', '.join(config['protocols'])})")
         elif (config["protocols"][dataset["protocol"]]["kind"] == "holidays") != (dataset["kind"] == "holidays"):
             problems.append(f"config key '{key}.protocol': the holidays protocol goes with the holidays dataset kind only")
-        for backbone in dataset["backbones"]:
-            if backbone not in config["backbones"]:
-                problems.append(f"config key '{key}.backbones': {backbone!r} is not a key of 'backbones' ({', '.join(config['backbones'])})")
+        for pipeline in ("hashing", "metric_learning"):
+            for backbone in dataset[pipeline]:
+                if backbone not in config["backbones"]:
+                    problems.append(f"config key '{key}.{pipeline}': {backbone!r} is not a key of 'backbones' ({', '.join(config['backbones'])})")
+        if not dataset["hashing"] and not dataset["metric_learning"]:
+            problems.append(f"config key '{key}.hashing': give backbones to hash, to metric_learning, or both")
         if dataset["kind"] == "imagefolder" and not dataset["root"]:
             problems.append(f"config key '{key}.root': an imagefolder dataset needs the folder to index")
     for name, backbone in config["backbones"].items():

@@ -30,13 +30,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cbir.config import PIXEL_ARRAY_KINDS
+from cbir.config import GRAYSCALE_KINDS, PIXEL_ARRAY_KINDS
 from cbir.io import atomic_path, read_parquet, write_parquet
 
 log = logging.getLogger(__name__)
 
-#: Colour mode each dataset's images come in; models that need RGB convert when reading.
-NATIVE_MODE = {"digits": "L", "mnist": "L", "fashion_mnist": "L", "cifar10": "RGB"}
 
 MANIFEST_COLUMNS = ["image_id", "label", "class_name", "split", "path", "index"]
 
@@ -51,7 +49,7 @@ HOLIDAYS_N_IMAGES, HOLIDAYS_N_GROUPS = 1491, 500
 
 def native_mode(kind: str) -> str:
     """PIL mode of the dataset's images before any conversion."""
-    return NATIVE_MODE.get(kind, "RGB")
+    return "L" if kind in GRAYSCALE_KINDS else "RGB"
 
 
 # --------------------------------------------------------------------------------------------

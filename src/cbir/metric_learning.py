@@ -132,7 +132,7 @@ def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.T
 
 def descriptors(head: nn.Linear, features: np.ndarray | torch.Tensor, normalize: bool = True, batch_size: int = 4096) -> np.ndarray:
     """FC8 descriptors of cached penultimate features (L2-normalised unless ``normalize`` is false)."""
-    features = torch.as_tensor(features, dtype=torch.float32)
+    features = torch.tensor(np.asarray(features), dtype=torch.float32)
     with torch.no_grad():
         out = torch.cat([head(chunk) for chunk in features.split(batch_size)])
         if normalize:
@@ -160,14 +160,22 @@ def train_head(
         raise ValueError(f"unknown objective {objective!r}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    x = torch.as_tensor(features, dtype=torch.float32)
+    # Train on per-dimension z-scores of the features and fold the scaling back into the layer
+    # afterwards: the same linear map, but a learning rate that does not depend on the scale of
+    # the cached features (a randomly initialised backbone's are tiny, ImageNet's are large).
+    features = np.asarray(features, dtype=np.float32)
+    mean = torch.from_numpy(features.mean(0))
+    scale = torch.from_numpy(features.std(0))
+    scale = torch.where(scale > 1e-12 * max(float(scale.max()), 1e-30), scale, torch.ones_like(scale))
+    x = (torch.from_numpy(features) - mean) / scale
     y = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
     n_classes = int(y.max()) + 1
     if head is None:
         if objective != "classification":
             raise ValueError(f"{objective} training starts from an existing FC8")
         head = nn.Linear(x.shape[1], n_classes)
-    head = _copy(head)
+    else:
+        head = _standardized(head, mean, scale)
     auxiliary = nn.Linear(head.out_features, n_classes) if objective == "classification" and head.out_features != n_classes else None
     params = list(head.parameters()) + (list(auxiliary.parameters()) if auxiliary else [])
     optimizer = torch.optim.SGD(params, lr=options["lr"], momentum=options["momentum"], weight_decay=options["weight_decay"])
@@ -199,7 +207,7 @@ def train_head(
                 total, batches = _step(optimizer, loss, total, batches)
         history.append({"epoch": epoch, "loss": total / max(batches, 1), "seconds": time.perf_counter() - started})
         log.info("%s epoch %d/%d  loss %.4f", objective, epoch, options["epochs"], history[-1]["loss"])
-    return head, pd.DataFrame(history, columns=["epoch", "loss", "seconds"])
+    return _unstandardized(head, mean, scale), pd.DataFrame(history, columns=["epoch", "loss", "seconds"])
 
 
 def _step(optimizer, loss, total, batches):
@@ -209,10 +217,22 @@ def _step(optimizer, loss, total, batches):
     return total + loss.item(), batches + 1
 
 
-def _copy(head: nn.Linear) -> nn.Linear:
-    fresh = nn.Linear(head.in_features, head.out_features)
-    fresh.load_state_dict(head.state_dict())
-    return fresh
+def _standardized(head: nn.Linear, mean: torch.Tensor, scale: torch.Tensor) -> nn.Linear:
+    """The layer that maps (x - mean) / scale as ``head`` maps x (a copy; ``head`` is unchanged)."""
+    out = nn.Linear(head.in_features, head.out_features)
+    with torch.no_grad():
+        out.weight.copy_(head.weight * scale)
+        out.bias.copy_(head.bias + head.weight @ mean)
+    return out
+
+
+def _unstandardized(head: nn.Linear, mean: torch.Tensor, scale: torch.Tensor) -> nn.Linear:
+    """The inverse of :func:`_standardized`: a layer on raw features."""
+    out = nn.Linear(head.in_features, head.out_features)
+    with torch.no_grad():
+        out.weight.copy_(head.weight / scale)
+        out.bias.copy_(head.bias - out.weight @ mean)
+    return out
 
 
 # --------------------------------------------------------------------------------------------

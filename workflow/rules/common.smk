@@ -1,8 +1,9 @@
 """Paths, config lookups and target lists shared by every stage."""
 
-from cbir.config import METRIC_MODELS, PIXEL_ARRAY_KINDS
+from cbir.config import GRAYSCALE_KINDS, METRIC_MODELS, PIXEL_ARRAY_KINDS
 
 RESULTS = config["results_dir"]
+REPORT = config["report_dir"]
 ENV = "../../envs/cbir.yaml"
 
 
@@ -31,11 +32,14 @@ def all_targets():
             f"{RESULTS}/{dataset}/splits/{protocol}.parquet",
             f"{RESULTS}/{dataset}/splits/{protocol}_counts.tsv",
         ]
-        for descriptor in descriptors(dataset):
-            targets += [
-                f"{RESULTS}/{dataset}/evaluation/{descriptor}/summary.parquet",
-                f"{RESULTS}/{dataset}/retrieval/{descriptor}/ranking.parquet",
-            ]
+        targets.append(f"{REPORT}/fig7_top10_{dataset}.png")
+    targets += [f"{REPORT}/metrics.csv", f"{REPORT}/table_retrieval_time.csv"]
+    if evaluated("hashing"):
+        targets += [f"{REPORT}/{name}" for name in ("table1_ba_map.csv", "table2_hashing_methods.csv", "fig4_finetune_accuracy.png", "fig6_precision_recall.png")]
+    if ba_traces():
+        targets.append(f"{REPORT}/fig5_ba_objective.png")
+    if evaluated("metric"):
+        targets += [f"{REPORT}/{name}" for name in ("table_metric_learning.csv", "fig8_metric_precision.png", "fig9_metric_map.png")]
     return targets
 
 
@@ -43,12 +47,11 @@ def descriptors(dataset):
     """Every descriptor the config asks for on ``dataset`` (see rules/evaluation.smk)."""
     cfg = dataset_cfg(dataset)
     names = []
-    for backbone in cfg["backbones"]:
-        if "hashing" in cfg["pipelines"]:
-            names.append(f"features/{backbone}/finetuned/{backbone_cfg(backbone)['feature_layer']}")
-            names += [f"hashing/{backbone}/{m}/{b}" for m in config["hashing"]["methods"] for b in config["hashing"]["bits"]]
-        if "metric_learning" in cfg["pipelines"]:
-            names += [f"metric/{backbone}/{model}" for model in config["metric_learning"]["models"]]
+    for backbone in cfg["hashing"]:
+        names.append(f"features/{backbone}/finetuned/{backbone_cfg(backbone)['feature_layer']}")
+        names += [f"hashing/{backbone}/{m}/{b}" for m in config["hashing"]["methods"] for b in config["hashing"]["bits"]]
+    for backbone in cfg["metric_learning"]:
+        names += [f"metric/{backbone}/{model}" for model in config["metric_learning"]["models"]]
     return names
 
 
@@ -93,3 +96,61 @@ def descriptor_file(wc):
     if wc.descriptor.startswith("features/"):
         return f"{RESULTS}/{wc.dataset}/{wc.descriptor}.parquet"
     return f"{RESULTS}/{wc.dataset}/{wc.descriptor}/descriptors.parquet"
+
+
+def metric_model(descriptor):
+    """The model name of a metric/<backbone>/<model> descriptor."""
+    return descriptor.rsplit("/", 1)[1]
+
+
+def evaluated(pipeline=None):
+    """The evaluation and retrieval files of every descriptor, optionally of one pipeline."""
+    entries = []
+    for dataset in config["datasets"]:
+        for descriptor in descriptors(dataset):
+            if pipeline is None or descriptor.startswith(f"{pipeline}/"):
+                entries.append(
+                    {
+                        "dataset": dataset,
+                        "kind": dataset_cfg(dataset)["kind"],
+                        "descriptor": descriptor,
+                        "summary": f"{RESULTS}/{dataset}/evaluation/{descriptor}/summary.parquet",
+                        "pr": f"{RESULTS}/{dataset}/evaluation/{descriptor}/pr.parquet",
+                        "timing": f"{RESULTS}/{dataset}/retrieval/{descriptor}/timing.parquet",
+                    }
+                )
+    return entries
+
+
+def hashing_runs():
+    """Each fine-tuned (dataset, backbone) and its training history."""
+    return [
+        {"dataset": d, "backbone": b, "history": f"{RESULTS}/{d}/backbones/{b}/history.parquet"}
+        for d, cfg in config["datasets"].items()
+        for b in cfg["hashing"]
+    ]
+
+
+def ba_traces():
+    """The binary autoencoder's training traces, when BA is among the hashing methods."""
+    if "ba" not in config["hashing"]["methods"]:
+        return []
+    return [
+        {"name": f"{r['dataset']} · {r['backbone']}", "bits": bits, "trace": f"{RESULTS}/{r['dataset']}/hashing/{r['backbone']}/ba/{bits}/trace.parquet"}
+        for r in hashing_runs()
+        for bits in config["hashing"]["bits"]
+    ]
+
+
+def showcase(dataset):
+    """The descriptor whose top results the report shows: BA (or the first method) at the
+    longest code, else the last siamese/triplet model."""
+    cfg = dataset_cfg(dataset)
+    if cfg["hashing"]:
+        methods = config["hashing"]["methods"]
+        return f"hashing/{cfg['hashing'][0]}/{'ba' if 'ba' in methods else methods[0]}/{max(config['hashing']['bits'])}"
+    return f"metric/{cfg['metric_learning'][0]}/{config['metric_learning']['models'][-1]}"
+
+
+def showcase_mode(dataset):
+    return "L" if dataset_cfg(dataset)["kind"] in GRAYSCALE_KINDS else "RGB"
