@@ -24,9 +24,11 @@ if not workflow.overwrite_configfiles:
 
 
 try:
-    config.update(validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"))
+    validated = validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
+config.clear()
+config.update(validated)
 
 
 report: "workflow/report/workflow.rst"

@@ -110,3 +110,13 @@ def imagefolder_root(tmp_path):
     save_image(root / "dogs" / "rgb.jpg", "RGB", seed=3)
     (root / "dogs" / "notes.txt").write_text("not an image")
     return root
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory):
+    """The embedded default workflow (config.yaml), run once for every test that reads it."""
+    from workflow import snakemake
+
+    workdir = tmp_path_factory.mktemp("default-run")
+    snakemake(workdir, "--cores", "2")
+    return workdir

@@ -101,3 +101,11 @@ def test_missing_or_broken_config_file(tmp_path):
     broken.write_text("datasets: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(broken)
+
+
+def test_key_order_does_not_matter():
+    """Rules' params come from the config: reordering a file's keys must not change them."""
+    reordered = {key: BASE[key] for key in reversed(list(BASE))}
+    reordered["protocols"] = {"digits": dict(reversed(list(BASE["protocols"]["digits"].items())))}
+    first, second = validate_config(BASE), validate_config(reordered)
+    assert repr(first) == repr(second)

@@ -37,14 +37,6 @@ def test_bad_config_stops_before_any_job(tmp_path):
     assert not (tmp_path / "resources").exists() and not (tmp_path / "results").exists()
 
 
-@pytest.fixture(scope="module")
-def default_run(tmp_path_factory):
-    """The embedded default workflow, run once for the tests below."""
-    workdir = tmp_path_factory.mktemp("default-run")
-    snakemake(workdir, "--cores", "2")
-    return workdir
-
-
 def test_default_run_writes_manifest_splits_and_counts(default_run):
     manifest = pd.read_parquet(default_run / "resources/datasets/digits/manifest.parquet")
     split = pd.read_parquet(default_run / "results/digits/splits/digits.parquet")

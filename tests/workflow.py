@@ -16,3 +16,18 @@ def snakemake(workdir: Path, *args: str, configfile: Path | str = REPO / "config
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return result
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Jobs per rule from the "Job stats" table that snakemake prints (empty: nothing to do)."""
+    counts, in_table = {}, False
+    for line in output.splitlines():
+        fields = line.split()
+        if line.startswith("Job stats"):
+            in_table, counts = True, {}
+        elif in_table and len(fields) == 2 and fields[1].isdigit():
+            if fields[0] == "total":
+                in_table = False
+            else:
+                counts[fields[0]] = int(fields[1])
+    return counts

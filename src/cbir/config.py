@@ -89,7 +89,17 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict
         problems = _cross_checks(config)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(dict.fromkeys(problems)))
-    return config
+    return _sorted_keys(config)
+
+
+def _sorted_keys(value):
+    """Mappings with their keys in sorted order, recursively: rules see the same params however a
+    config file orders its keys, so reordering a file reruns nothing."""
+    if isinstance(value, dict):
+        return {key: _sorted_keys(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(item) for item in value]
+    return value
 
 
 def _cross_checks(config: dict) -> list[str]:

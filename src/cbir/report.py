@@ -256,36 +256,57 @@ def metric_figures(metrics: pd.DataFrame, curves: dict[tuple[str, str], pd.DataF
     _save(grid.figure, map_path)
 
 
-def top10_figure(ranking: pd.DataFrame, manifest: pd.DataFrame, mode: str, path, n_queries: int = 8, n_results: int = 10, seed: int = 0, title: str = "") -> None:
-    """Fig. 7: queries (left column) and their top results, correct ones framed green, wrong
-    ones red."""
-    from cbir.datasets import ImageReader
+def contact_sheet(rows: list, path, mode: str, title: str) -> None:
+    """A grid of images: per row a query and its results.
 
-    rows = manifest.set_index("image_id")
-    reader = ImageReader(manifest, mode)
-    position = {image_id: i for i, image_id in enumerate(manifest["image_id"])}
-    queries = ranking["query_id"].drop_duplicates()
-    chosen = queries.sample(n=min(n_queries, len(queries)), random_state=seed).tolist()
-    figure, axes = plt.subplots(len(chosen), n_results + 1, figsize=(1.1 * (n_results + 1), 1.2 * len(chosen)), squeeze=False)
+    ``rows`` holds ``(query image, caption, results)`` with ``results`` a list of
+    ``(image, caption, relevant)``; ``relevant`` True frames a result green, False red, None grey.
+    """
+    n_columns = 1 + max(len(results) for _, _, results in rows)
+    figure, axes = plt.subplots(len(rows), n_columns, figsize=(1.15 * n_columns, 1.35 * len(rows)), squeeze=False)
     cmap = "gray" if mode == "L" else None
-    for r, query in enumerate(chosen):
-        results = ranking[ranking["query_id"] == query].sort_values("rank").head(n_results)
-        images = [(query, None)] + list(zip(results["image_id"], results["relevant"]))
-        for c, (image_id, relevant) in enumerate(images):
+    colors = {True: "tab:green", False: "tab:red", None: "0.6"}
+    for r, (query, query_caption, results) in enumerate(rows):
+        cells = [(query, query_caption, "query")] + list(results)
+        for c in range(n_columns):
             ax = axes[r, c]
-            ax.imshow(np.asarray(reader[position[image_id]]), cmap=cmap)
             ax.set_xticks([])
             ax.set_yticks([])
-            color = "black" if relevant is None else ("tab:green" if relevant else "tab:red")
+            if c >= len(cells):
+                ax.axis("off")
+                continue
+            image, caption, relevant = cells[c]
+            ax.imshow(np.asarray(image), cmap=cmap, vmin=0, vmax=255)
+            ax.set_xlabel(caption, fontsize=6)
             for spine in ax.spines.values():
-                spine.set_edgecolor(color)
-                spine.set_linewidth(3 if relevant is not None else 1.5)
+                spine.set_edgecolor("black" if relevant == "query" else colors[relevant])
+                spine.set_linewidth(1.5 if relevant == "query" else 3)
             if r == 0:
                 ax.set_title("query" if c == 0 else f"#{c}", fontsize=8)
-        axes[r, 0].set_ylabel(str(rows.loc[query, "class_name"])[:12], fontsize=7)
-    figure.suptitle(title or "Top results (green: same class, red: another class)", y=1.0, fontsize=10)
+    figure.suptitle(title, y=1.0, fontsize=10)
     figure.tight_layout()
     _save(figure, path)
+
+
+def top10_figure(ranking: pd.DataFrame, manifest: pd.DataFrame, mode: str, path, n_queries: int = 8, n_results: int = 10, seed: int = 0, title: str = "") -> None:
+    """Fig. 7: random queries and their top results, correct ones framed green, wrong ones red."""
+    from cbir.datasets import ImageReader
+
+    reader = ImageReader(manifest, mode)
+    position = {image_id: i for i, image_id in enumerate(manifest["image_id"])}
+    class_name = dict(zip(manifest["image_id"], manifest["class_name"].astype(str)))
+    queries = ranking["query_id"].drop_duplicates()
+    rows = []
+    for query in queries.sample(n=min(n_queries, len(queries)), random_state=seed):
+        results = ranking[ranking["query_id"] == query].sort_values("rank").head(n_results)
+        rows.append(
+            (
+                reader[position[query]],
+                class_name[query][:14],
+                [(reader[position[i]], class_name[i][:14], bool(rel)) for i, rel in zip(results["image_id"], results["relevant"])],
+            )
+        )
+    contact_sheet(rows, path, mode, title or "Top results (green: same class, red: another class)")
 
 
 # --------------------------------------------------------------------------------------------

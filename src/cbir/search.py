@@ -298,9 +298,10 @@ class EuclideanIndex(_Index):
     cosine similarity to anything is 0) and searched with ``IndexFlatIP``; returned distances are
     cosine distances ``1 - cos`` in ``[0, 2]``.
 
-    Values are converted to float32. Ranking among exactly equal float distances is faiss's and
-    is not guaranteed (such ties are rare with real-valued descriptors). Distances are float32,
-    indices int64.
+    Values are converted to float32. For L2, faiss's BLAS search proposes ``REFINE_FACTOR * k``
+    candidates that are re-ranked by exact distances (``IndexRefineFlat``; the vectors are stored
+    twice). Ranking among exactly equal float distances is faiss's and is not guaranteed (such
+    ties are rare with real-valued descriptors). Distances are float32, indices int64.
     """
 
     METRICS = ("l2", "cosine")
@@ -317,8 +318,19 @@ class EuclideanIndex(_Index):
     def __repr__(self) -> str:
         return f"EuclideanIndex(dim={self.dim}, metric={self.metric!r}, ntotal={self.ntotal})"
 
+    #: L2 candidates per result that faiss's BLAS stage passes to the exact re-ranking stage
+    REFINE_FACTOR = 4
+
     def _new_faiss_index(self):
-        return faiss.IndexFlatL2(self.dim) if self.metric == "l2" else faiss.IndexFlatIP(self.dim)
+        if self.metric == "cosine":
+            return faiss.IndexFlatIP(self.dim)
+        # The flat index's BLAS form |q|^2 + |x|^2 - 2 q.x loses small distances in float32 and
+        # depends on the batch size (one query or many), so near neighbours can swap between a
+        # batch search and a single query. Re-ranking the candidates with the direct form
+        # sum((q - x)^2) makes the result precise and independent of batching.
+        index = faiss.IndexRefineFlat(faiss.IndexFlatL2(self.dim))
+        index.k_factor = self.REFINE_FACTOR
+        return index
 
     def _normalise(self, values: np.ndarray) -> np.ndarray:
         if self.metric == "cosine":
@@ -341,7 +353,8 @@ class EuclideanIndex(_Index):
     @property
     def vectors(self) -> np.ndarray:
         """The stored database vectors (normalised for cosine), (ntotal, dim) float32 (a copy)."""
-        return self._faiss.reconstruct_n(0, self.ntotal)
+        flat = self._faiss if self.metric == "cosine" else faiss.downcast_index(self._faiss.base_index)
+        return flat.reconstruct_n(0, self.ntotal)
 
     def pairwise(self, queries: np.ndarray) -> np.ndarray:
         """Full (Q, ntotal) float32 distance matrix (same metric and units as :meth:`search`)."""

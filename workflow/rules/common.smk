@@ -1,6 +1,7 @@
 """Paths, config lookups and target lists shared by every stage."""
 
 from cbir.config import GRAYSCALE_KINDS, METRIC_MODELS, PIXEL_ARRAY_KINDS
+from cbir.paths import descriptor_names, descriptor_path, manifest_path
 
 RESULTS = config["results_dir"]
 REPORT = config["report_dir"]
@@ -13,10 +14,6 @@ def dataset_cfg(name):
 
 def protocol_of(dataset):
     return dataset_cfg(dataset)["protocol"]
-
-
-def manifest_path(dataset):
-    return f"resources/datasets/{dataset}/manifest.parquet"
 
 
 def split_path(dataset):
@@ -45,14 +42,7 @@ def all_targets():
 
 def descriptors(dataset):
     """Every descriptor the config asks for on ``dataset`` (see rules/evaluation.smk)."""
-    cfg = dataset_cfg(dataset)
-    names = []
-    for backbone in cfg["hashing"]:
-        names.append(f"features/{backbone}/finetuned/{backbone_cfg(backbone)['feature_layer']}")
-        names += [f"hashing/{backbone}/{m}/{b}" for m in config["hashing"]["methods"] for b in config["hashing"]["bits"]]
-    for backbone in cfg["metric_learning"]:
-        names += [f"metric/{backbone}/{model}" for model in config["metric_learning"]["models"]]
-    return names
+    return descriptor_names(config, dataset)
 
 
 def backbone_cfg(name):
@@ -62,6 +52,17 @@ def backbone_cfg(name):
 def training_params(name):
     """What fine-tuning depends on: everything of the backbone but the layer that is hashed."""
     return {k: v for k, v in backbone_cfg(name).items() if k != "feature_layer"}
+
+
+def extraction_params(name):
+    """What feature extraction (and the pretrained FC8) depends on: not the training recipe."""
+    cfg = backbone_cfg(name)
+    return {
+        "arch": cfg["arch"],
+        "weights": cfg["weights"],
+        "input_size": cfg["input_size"],
+        "finetune": {k: cfg["finetune"][k] for k in ("device", "workers")},
+    }
 
 
 def weights_file(name):
@@ -93,9 +94,7 @@ DESCRIPTOR = r"hashing/[^/]+/[^/]+/\d+|metric/[^/]+/[^/]+|features/[^/]+/(finetu
 
 
 def descriptor_file(wc):
-    if wc.descriptor.startswith("features/"):
-        return f"{RESULTS}/{wc.dataset}/{wc.descriptor}.parquet"
-    return f"{RESULTS}/{wc.dataset}/{wc.descriptor}/descriptors.parquet"
+    return descriptor_path(RESULTS, wc.dataset, wc.descriptor)
 
 
 def metric_model(descriptor):

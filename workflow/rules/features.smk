@@ -32,7 +32,7 @@ rule extract_features:
         split=lambda wc: split_path(wc.dataset),
         # Fine-tuned features come from the fine-tuned model, pretrained ones from the configured weights.
         weights=lambda wc: (
-            rules.finetune.output.model.format(dataset=wc.dataset, backbone=wc.backbone)
+            [rules.finetune.output.model.format(dataset=wc.dataset, backbone=wc.backbone)]
             if wc.stage == "finetuned"
             else weights_file(wc.backbone)
         ),
@@ -42,7 +42,7 @@ rule extract_features:
         stage="finetuned|pretrained",
         layer="penultimate|logits|fc6",
     params:
-        backbone=lambda wc: training_params(wc.backbone),
+        backbone=lambda wc: extraction_params(wc.backbone),
         kind=lambda wc: dataset_cfg(wc.dataset)["kind"],
         seed=config["seed"],
     threads: 4

@@ -16,7 +16,7 @@ rule train_metric_model:
         model="PT|FT|SN-PT|SN-PT-FT|SN-FT|TN-PT|TN-PT-FT|TN-FT",
     params:
         options={k: v for k, v in config["metric_learning"].items() if k != "models"},
-        backbone=lambda wc: training_params(wc.backbone),
+        backbone=lambda wc: extraction_params(wc.backbone),
         kind=lambda wc: dataset_cfg(wc.dataset)["kind"],
         seed=config["seed"],
     threads: 2

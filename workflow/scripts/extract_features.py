@@ -20,6 +20,6 @@ with logged(snakemake.log[0]):
         snakemake.params.kind,
         snakemake.wildcards.layer,
         snakemake.output[0],
-        weights_path=snakemake.input.weights or None,
+        weights_path=snakemake.input.weights[0] if snakemake.input.weights else None,
         seed=snakemake.params.seed,
     )

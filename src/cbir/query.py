@@ -1,0 +1,170 @@
+"""Search an indexed collection with new images: what a user does once the pipeline has run.
+
+:class:`SearchEngine` loads, for one dataset and one descriptor of a finished run, everything a
+query needs: the backbone (fine-tuned, or pretrained for the siamese/triplet models), the hasher
+or FC8 head, the database's codes or descriptors, and the manifest that says where each database
+image is. ``engine.search(paths, k)`` then embeds each query exactly as the pipeline embedded the
+database images and returns the top ``k``, ranked as the evaluation stage ranks them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from cbir.datasets import ImageReader, read_manifest, to_mode
+from cbir.io import read_descriptors
+from cbir.paths import backbone_model_path, descriptor_names, descriptor_path, manifest_path
+from cbir.models import Backbone
+from cbir.training import Augment, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+class IndexNotFound(FileNotFoundError):
+    """A file the search needs is missing: the pipeline has not built this index yet."""
+
+
+@dataclass
+class QueryError:
+    path: str
+    reason: str
+
+
+def _need(path: Path) -> Path:
+    if not path.is_file():
+        raise IndexNotFound(f"missing {path}: run the pipeline for this dataset and model first (snakemake --cores all)")
+    return path
+
+
+def available(config: dict) -> list[tuple[str, str]]:
+    """(dataset, descriptor) pairs the config defines, in the names ``--model`` takes."""
+    return [(dataset, name) for dataset in config["datasets"] for name in descriptor_names(config, dataset)]
+
+
+class SearchEngine:
+    """A built index of one dataset and descriptor, searchable with image files."""
+
+    def __init__(self, config: dict, dataset: str, descriptor: str):
+        from cbir.features import load_backbone
+        from cbir.search import make_index
+
+        if dataset not in config["datasets"]:
+            raise ValueError(f"unknown dataset {dataset!r}; the config defines {', '.join(config['datasets'])}")
+        if (dataset, descriptor) not in available(config):
+            choices = ", ".join(d for ds, d in available(config) if ds == dataset)
+            raise ValueError(f"{descriptor!r} is not a model of dataset {dataset!r}; choose one of: {choices}")
+        results = Path(config["results_dir"]) / dataset
+        kind, backbone_name = descriptor.split("/")[:2]
+        finetuned = Path(backbone_model_path(config["results_dir"], dataset, backbone_name))
+        backbone_cfg = config["backbones"][backbone_name]
+        dataset_kind = config["datasets"][dataset]["kind"]
+        self.descriptor = descriptor
+        self.hasher = self.head = None
+        if kind == "hashing":
+            from cbir.hashing.stage import load_hash_model
+
+            self.layer = backbone_cfg["feature_layer"]
+            weights = str(_need(finetuned))
+            self.hasher = load_hash_model(_need(results / f"{descriptor}/model.joblib"))
+        elif kind == "metric":
+            from cbir.metric_learning import load_head
+
+            self.layer = "penultimate"
+            weights = None  # the pretrained backbone, as the cached features were made
+            self.head = load_head(_need(results / f"{descriptor}/head.pt"))
+            self.normalize = config["metric_learning"]["normalize"]
+        else:
+            self.layer = descriptor.split("/")[3]
+            weights = str(_need(finetuned))
+        seed_everything(config["seed"])  # a randomly initialised backbone is the one the pipeline used
+        self.backbone, self.mode = load_backbone(backbone_cfg, dataset_kind, weights)
+        self.backbone.eval()
+        self.size = backbone_cfg["input_size"]
+        from cbir.models import input_normalization
+
+        self.augment = Augment(*input_normalization(backbone_cfg["arch"], len(self.mode)), flip=False)
+        database = read_descriptors(_need(Path(descriptor_path(config["results_dir"], dataset, descriptor)))).subset("database")
+        self.database = database
+        self.index = make_index(database.values, n_bits=database.n_bits)
+        manifest = read_manifest(_need(Path(manifest_path(dataset))))
+        self.manifest = manifest.set_index("image_id").loc[database.image_id].reset_index()
+        self.reader = ImageReader(self.manifest, self.mode)
+
+    def _pixels(self, image: Image.Image) -> torch.Tensor:
+        """The same decoding and resizing as the pipeline's ImageTensors."""
+        image = to_mode(image, self.mode)
+        if image.size != (self.size, self.size):
+            image = image.resize((self.size, self.size), resample=2)
+        pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))
+        return pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)
+
+    @torch.no_grad()
+    def embed(self, images: list[Image.Image]) -> np.ndarray:
+        """Descriptors (float features, or packed codes) of PIL images."""
+        from cbir.hashing.stage import encode
+        from cbir.metric_learning import descriptors
+
+        batch = torch.stack([self._pixels(image) for image in images])
+        features = self.backbone.layers(self.augment(batch), (self.layer,))[self.layer].numpy()
+        if self.hasher is not None:
+            return encode(self.hasher, features)
+        if self.head is not None:
+            return descriptors(self.head, features, self.normalize)
+        return features
+
+    def search(self, paths: list[str | Path], k: int = 10) -> tuple[pd.DataFrame, list[QueryError]]:
+        """Top ``k`` database images for each readable image file; unreadable files are skipped
+        and returned as errors."""
+        images, names, errors = [], [], []
+        for path in paths:
+            try:
+                with Image.open(path) as opened:
+                    opened.load()
+                    images.append(opened.copy())
+                names.append(str(path))
+            except (OSError, SyntaxError, ValueError) as err:
+                errors.append(QueryError(str(path), f"{err.__class__.__name__}: {err}"))
+        if not images:
+            return pd.DataFrame(columns=["query", "rank", "image_id", "path", "label", "class_name", "distance"]), errors
+        started = time.perf_counter()
+        distances, indices = self.index.search(self.embed(images), min(k, self.index.ntotal))
+        log.info("searched %d queries in %.1f ms", len(images), 1e3 * (time.perf_counter() - started))
+        rows = self.manifest.iloc[indices.ravel()]
+        table = pd.DataFrame(
+            {
+                "query": np.repeat(names, indices.shape[1]),
+                "rank": np.tile(np.arange(1, indices.shape[1] + 1), len(names)),
+                "image_id": rows["image_id"].to_numpy(),
+                "path": rows["path"].where(rows["index"] < 0, rows["path"] + "#" + rows["index"].astype(str)).to_numpy(),
+                "label": rows["label"].to_numpy(),
+                "class_name": rows["class_name"].to_numpy(),
+                "distance": distances.ravel(),
+            }
+        )
+        return table, errors
+
+    def contact_sheet(self, results: pd.DataFrame, path) -> None:
+        """A PNG: each query followed by its results."""
+        from cbir.report import contact_sheet
+
+        position = {image_id: i for i, image_id in enumerate(self.manifest["image_id"])}
+        rows = []
+        for query, hits in results.groupby("query", sort=False):
+            with Image.open(query) as opened:
+                query_image = to_mode(opened, self.mode)
+            rows.append(
+                (
+                    query_image,
+                    Path(query).name,
+                    [(self.reader[position[h.image_id]], f"{h.class_name} · {h.distance:g}", None) for h in hits.itertuples()],
+                )
+            )
+        contact_sheet(rows, path, self.mode, f"{self.descriptor}: query (left) and its nearest database images")

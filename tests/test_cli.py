@@ -1,0 +1,112 @@
+"""`cbir search`: new images against a built index, for every model type."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from cbir.cli import main
+from conftest import REPO
+
+MODELS = ["hashing/smallcnn/ba/48", "hashing/smallcnn/itq/12", "metric/smallcnn/TN-FT", "metric/smallcnn/PT", "features/smallcnn/finetuned/penultimate"]
+
+
+def image_file(run, image_id, tmp_path) -> str:
+    """A digits image of the run, saved losslessly as a PNG file."""
+    manifest = pd.read_parquet(run / "resources/datasets/digits/manifest.parquet").set_index("image_id")
+    pixels = np.load(run / "resources/datasets/digits/pixels.npy")[manifest.loc[image_id, "index"]]
+    path = tmp_path / f"{image_id.replace('/', '_')}.png"
+    Image.fromarray(pixels[..., 0]).save(path)
+    return str(path)
+
+
+def split(run):
+    return pd.read_parquet(run / "results/digits/splits/digits.parquet")
+
+
+def search(run, monkeypatch, *args):
+    monkeypatch.chdir(run)
+    return main(["--configfile", str(REPO / "config.yaml"), "search", *args])
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_database_image_finds_itself_at_distance_zero(default_run, tmp_path, monkeypatch, model):
+    image_id = split(default_run).query("database")["image_id"].iloc[7]
+    out = tmp_path / "hits.csv"
+    assert search(default_run, monkeypatch, image_file(default_run, image_id, tmp_path), "--model", model, "-k", "20", "--output", str(out)) == 0
+    hits = pd.read_csv(out)
+    assert hits["distance"].iloc[0] == pytest.approx(0, abs=1e-4)
+    # Equal codes tie at distance 0, ordered by database position; float descriptors rank it first.
+    assert image_id in set(hits.loc[hits["distance"] <= 1e-4, "image_id"])
+    if not model.startswith("hashing/"):
+        assert hits["image_id"].iloc[0] == image_id
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_results_equal_the_evaluation_ranking(default_run, tmp_path, monkeypatch, model):
+    query_id = split(default_run).query("query")["image_id"].iloc[3]
+    out = tmp_path / "hits.parquet"
+    assert search(default_run, monkeypatch, image_file(default_run, query_id, tmp_path), "--model", model, "-k", "10", "--output", str(out)) == 0
+    hits = pd.read_parquet(out)
+    ranking = pd.read_parquet(default_run / f"results/digits/retrieval/{model}/ranking.parquet")
+    expected = ranking[ranking["query_id"] == query_id].sort_values("rank").head(10)
+    if model.startswith("hashing/"):  # integer distances: the same list, ties in the same order
+        assert hits["image_id"].tolist() == expected["image_id"].tolist()
+        assert hits["distance"].tolist() == expected["distance"].tolist()
+        return
+    # Float descriptors of one image and of a batch differ in the last bits; items closer than
+    # that may swap (the random-weight PT model of digits is nearly all such ties).
+    tolerance = 1e-5
+    np.testing.assert_allclose(hits["distance"], expected["distance"], atol=tolerance)
+    cutoff = expected["distance"].iloc[-1] - tolerance
+    assert set(hits.loc[hits["distance"] < cutoff, "image_id"]) == set(expected.loc[expected["distance"] < cutoff, "image_id"])
+    if np.diff(expected["distance"]).min() > tolerance:
+        assert hits["image_id"].tolist() == expected["image_id"].tolist()
+
+
+def test_corrupt_and_missing_files_are_reported_and_skipped(default_run, tmp_path, monkeypatch, capsys):
+    good = image_file(default_run, split(default_run)["image_id"].iloc[0], tmp_path)
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff not a jpeg")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    sheet = tmp_path / "sheet.png"
+    code = search(default_run, monkeypatch, str(corrupt), good, str(notes), str(tmp_path / "gone.png"), "-k", "5", "--sheet", str(sheet))
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "skipped" in captured.err and "corrupt.jpg" in captured.err and "notes.txt" in captured.err and "gone.png" in captured.err
+    assert "1 of 4 queries searched" in captured.err
+    assert captured.out.count(good) == 5  # five results for the one good query
+    assert sheet.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_only_unreadable_files_fail(default_run, tmp_path, monkeypatch, capsys):
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"garbage")
+    assert search(default_run, monkeypatch, str(corrupt)) == 1
+
+
+def test_missing_index_names_what_is_missing(tmp_path, monkeypatch, capsys):
+    image = tmp_path / "q.png"
+    Image.new("L", (8, 8)).save(image)
+    monkeypatch.chdir(tmp_path)  # a directory where the pipeline never ran
+    assert main(["--configfile", str(REPO / "config.yaml"), "search", str(image), "--model", "hashing/smallcnn/ba/48"]) == 2
+    err = capsys.readouterr().err
+    assert "missing results/digits/backbones/smallcnn/model.pt" in err and "snakemake" in err
+
+
+def test_unknown_model_lists_the_choices(default_run, tmp_path, monkeypatch, capsys):
+    image = tmp_path / "q.png"
+    Image.new("L", (8, 8)).save(image)
+    assert search(default_run, monkeypatch, str(image), "--model", "hashing/smallcnn/ba/16") == 2
+    err = capsys.readouterr().err
+    assert "not a model of dataset 'digits'" in err and "hashing/smallcnn/ba/48" in err
+
+
+def test_models_lists_what_is_built(default_run, monkeypatch, capsys):
+    monkeypatch.chdir(default_run)
+    assert main(["--configfile", str(REPO / "config.yaml"), "models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "digits\thashing/smallcnn/ba/48\tbuilt" in lines and len(lines) == 1 + 20 + 8

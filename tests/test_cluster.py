@@ -1,0 +1,66 @@
+"""The SLURM profile on a real SLURM: every job goes through sbatch, and the results equal a
+local run's. Skipped where SLURM is absent (.ci/run starts a single-node cluster)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from cbir.io import read_descriptors
+from conftest import REPO
+from workflow import job_counts, snakemake
+
+
+def slurm_is_up() -> bool:
+    if shutil.which("sbatch") is None:
+        return False
+    result = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    return result.returncode == 0 and any(state.strip() in ("idle", "mixed", "allocated") for state in result.stdout.splitlines())
+
+
+pytestmark = pytest.mark.skipif(not slurm_is_up(), reason="no SLURM cluster here (sbatch missing or no node up); .ci/slurm-up starts one")
+
+# The embedded workflow, smaller: every stage and rule kind, fewer methods, bits and models.
+CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
+CONFIG["hashing"].update(methods=["ba", "itq"], bits=[12, 24])
+CONFIG["metric_learning"].update(models=["PT", "FT", "TN-PT"])
+CONFIG["backbones"]["smallcnn"]["finetune"]["epochs"] = 3
+
+# This CI node has 2 CPUs and little memory: the profile's per-rule sizes are for real clusters.
+NODE_FIT = [
+    "--set-threads", "finetune=2", "extract_features=2",
+    "--set-resources", "finetune:cpus_per_task=2", "extract_features:cpus_per_task=2", "finetune:mem_mb=4000", "extract_features:mem_mb=4000",
+    "--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "2", "--slurm-no-account",
+]
+
+
+def test_slurm_run_equals_local_run(tmp_path):
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(CONFIG))
+    local, cluster = tmp_path / "local", tmp_path / "slurm"
+    local.mkdir()
+    cluster.mkdir()
+    n_jobs = sum(job_counts(snakemake(local, "-n", "--cores", "2", configfile=configfile).stdout).values())
+    snakemake(local, "--cores", "2", configfile=configfile)
+    result = snakemake(cluster, "--profile", str(REPO / "profiles" / "slurm"), *NODE_FIT, configfile=configfile)
+    output = result.stdout + result.stderr
+
+    # Every job but the local target rule `all` was an sbatch job.
+    submitted = output.count("has been submitted with SLURM jobid")
+    assert submitted == n_jobs - 1, output[-3000:]
+
+    # The same numbers: every evaluation summary, and the codes themselves.
+    summaries = sorted(p.relative_to(local) for p in local.glob("results/digits/evaluation/**/summary.parquet"))
+    assert len(summaries) == 1 + 2 * 2 + 3
+    for path in summaries:
+        pd.testing.assert_frame_equal(pd.read_parquet(local / path), pd.read_parquet(cluster / path), check_exact=False, rtol=1e-9)
+    codes = sorted(local.glob("results/digits/hashing/**/descriptors.parquet"))
+    assert len(codes) == 4
+    for path in codes:
+        np.testing.assert_array_equal(read_descriptors(path).values, read_descriptors(cluster / path.relative_to(local)).values)
+    assert (cluster / "results/report/default/table1_ba_map.csv").is_file()
