@@ -108,6 +108,7 @@ def test_metric_learning_table_equals_evaluation_files(default_run):
         assert row["map_all"] == pytest.approx(100 * expected["map_all"])
         assert row["p@10"] == pytest.approx(100 * expected["p@10"])
     timing = pd.read_parquet(default_run / "results/digits/retrieval/metric/smallcnn/TN-FT/timing.parquet")
+    assert set(timing["index"]) == {"exact"}  # no approximate search unless asked for
     assert table.loc[table["model"] == "TN-FT", "time_median_ms"].item() == pytest.approx(1e3 * np.median(timing["seconds"]))
 
 

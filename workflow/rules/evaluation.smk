@@ -14,6 +14,7 @@ rule retrieve:
         descriptor=DESCRIPTOR,
     params:
         k=config["evaluation"]["topk"],
+        approximate=config["evaluation"]["approximate_hamming"],
     threads: 1
     log:
         "logs/{dataset}/retrieval/{descriptor}.log",

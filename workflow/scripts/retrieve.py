@@ -8,4 +8,4 @@ from cbir.evaluation import retrieve
 from cbir.logs import logged
 
 with logged(snakemake.log[0]):
-    retrieve(snakemake.input[0], snakemake.output.ranking, snakemake.output.timing, snakemake.params.k)
+    retrieve(snakemake.input[0], snakemake.output.ranking, snakemake.output.timing, snakemake.params.k, approximate=snakemake.params.approximate)
