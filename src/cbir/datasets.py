@@ -31,7 +31,7 @@ import pandas as pd
 from PIL import Image
 
 from cbir.config import GRAYSCALE_KINDS, PIXEL_ARRAY_KINDS
-from cbir.io import atomic_path, read_parquet, write_parquet
+from cbir.io import atomic_output, read_parquet, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +116,8 @@ def _array_manifest(pixels: np.ndarray, labels: np.ndarray, splits: np.ndarray, 
 
 
 def _save_npy(array: np.ndarray, path: Path) -> None:
-    path, tmp = atomic_path(path)
-    try:
-        with open(tmp, "wb") as handle:
-            np.save(handle, np.ascontiguousarray(array))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, np.ascontiguousarray(array))
 
 
 # --------------------------------------------------------------------------------------------

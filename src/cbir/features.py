@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from cbir.datasets import native_mode, read_manifest
 from cbir.io import ROLES, read_parquet, write_descriptors, write_parquet

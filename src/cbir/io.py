@@ -10,6 +10,7 @@ stages read one format.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass, replace
@@ -26,29 +27,31 @@ ROLES = ("train", "database", "query")
 _N_BITS_KEY = b"cbir.n_bits"
 
 
-def atomic_path(path: str | os.PathLike) -> tuple[Path, Path]:
-    """A temporary sibling of ``path`` to write to, then ``os.replace`` onto ``path``.
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike):
+    """Yield a temporary sibling of ``path`` to write to; on success it replaces ``path``.
 
-    Writing beside the target keeps the rename atomic (same file system), so a killed job never
-    leaves a half-written file under the final name.
+    Writing beside the target keeps the rename atomic (same file system), so a killed or failed
+    job never leaves a half-written file under the final name.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    return path, Path(tmp)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_parquet(table: pa.Table | pd.DataFrame, path: str | os.PathLike) -> None:
     """Write a table to Parquet atomically."""
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table, preserve_index=False)
-    path, tmp = atomic_path(path)
-    try:
+    with atomic_output(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> pd.DataFrame:

@@ -9,7 +9,6 @@ A descriptor is named by its place under ``<results_dir>/<dataset>/``:
 
 from __future__ import annotations
 
-from pathlib import Path
 
 
 def descriptor_names(config: dict, dataset: str) -> list[str]:

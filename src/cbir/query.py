@@ -22,7 +22,6 @@ from PIL import Image
 from cbir.datasets import ImageReader, read_manifest, to_mode
 from cbir.io import read_descriptors
 from cbir.paths import backbone_model_path, descriptor_names, descriptor_path, manifest_path
-from cbir.models import Backbone
 from cbir.training import Augment, seed_everything
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from cbir.datasets import ImageReader
-from cbir.io import atomic_path
+from cbir.io import atomic_output
 from cbir.models import Backbone, input_normalization
 
 log = logging.getLogger(__name__)
@@ -132,12 +132,8 @@ def fingerprint(*parts) -> str:
 
 def save_checkpoint(obj, path: Path) -> None:
     """torch.save, atomically."""
-    path, tmp = atomic_path(path)
-    try:
+    with atomic_output(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def finetune(
