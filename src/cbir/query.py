@@ -158,7 +158,8 @@ class SearchEngine:
         rows = []
         for query, hits in results.groupby("query", sort=False):
             with Image.open(query) as opened:
-                query_image = to_mode(opened, self.mode)
+                # copy() reads the pixels before the file closes; to_mode may return its input unchanged
+                query_image = to_mode(opened.copy(), self.mode)
             rows.append(
                 (
                     query_image,
