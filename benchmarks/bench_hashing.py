@@ -8,7 +8,8 @@ the same run, BA's MAC iterations and mAP@1000 (Hamming ranking, conventional an
 sensitive to other load on the machine; --repeat N reports the fastest of N fits. Synthetic features: N train
 (= database) rows plus held-out query rows of a seeded 10-class set with low-rank class
 structure, ReLU and L2 normalisation, 2,048-d. With --features, the "train" rows of a cbir
-descriptor file are used for fitting, and its "query"/"database" rows (if any) for mAP.
+descriptor file are used for fitting, and its "query"/"database" rows (if any) for mAP, after
+L2 normalisation as the pipeline does by default (--no-l2-normalize: raw features).
 """
 
 from __future__ import annotations
@@ -56,17 +57,21 @@ def load_data(args):
         return X[:n], X[:n], y[:n], X[n:], y[n:]
     from cbir.io import read_descriptors
 
+    from cbir.hashing.stage import l2_normalize
+
     desc = read_descriptors(args.features)
-    train = desc.subset("train").values
+    prepare = l2_normalize if args.l2_normalize else np.asarray
+    train = prepare(desc.subset("train").values)
     db, query = desc.subset("database"), desc.subset("query")
     if len(db) and len(query):
-        return train, db.values, db.label, query.values, query.label
+        return train, prepare(db.values), db.label, prepare(query.values), query.label
     return train, None, None, None, None
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--features", help="cbir descriptor Parquet file (default: synthetic features)")
+    parser.add_argument("--no-l2-normalize", dest="l2_normalize", action="store_false", help="with --features: hash the raw features")
     parser.add_argument("--bits", type=int, nargs="+", default=[12, 24, 32, 48])
     parser.add_argument("--methods", nargs="+", default=["ba", "itq", "pcah", "lsh", "sh"], choices=sorted(HASHERS))
     parser.add_argument("--n-train", type=int, default=10_000)

@@ -180,7 +180,7 @@ def timing_table(metrics: pd.DataFrame) -> pd.DataFrame:
     columns = ["dataset", "pipeline", "backbone", "method", "bits", "dim", "n_database", "time_median_ms", "time_p95_ms"]
     if table["ann_recall"].notna().any():
         columns += ["ann_time_median_ms", "ann_recall"]
-    table = table[columns]
+    table = table[columns].astype({"bits": "Int64", "dim": "Int64"})  # counts, blank where not applicable
     return table.sort_values(["dataset", "pipeline", "backbone", "method", "bits"]).reset_index(drop=True)
 
 

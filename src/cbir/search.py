@@ -318,8 +318,10 @@ class EuclideanIndex(_Index):
     def __repr__(self) -> str:
         return f"EuclideanIndex(dim={self.dim}, metric={self.metric!r}, ntotal={self.ntotal})"
 
-    #: L2 candidates per result that faiss's BLAS stage passes to the exact re-ranking stage
-    REFINE_FACTOR = 4
+    #: L2 candidates per result that faiss's BLAS stage passes to the exact re-ranking stage.
+    #: BLAS rounding only moves items near the k-th distance, so a small margin suffices; each
+    #: extra candidate costs a d-dimensional distance (benchmarks/bench_search.py shows the price).
+    REFINE_FACTOR = 1.5
 
     def _new_faiss_index(self):
         if self.metric == "cosine":
