@@ -224,9 +224,12 @@ def ba_objective_figure(traces: dict[tuple[str, int], pd.DataFrame], path) -> No
         sns.lineplot(data=subset, x="iteration", y="recon_h", hue="bits", marker="o", ax=axes[1, column], legend=False)
         axes[0, column].set(title=dataset, ylabel="objective E_Q(h, f, Z; μ)", xlabel="")
         axes[1, column].set(ylabel="reconstruction error of h(X)\n(mean squared, per image)", xlabel="MAC iteration (μ grows each iteration)")
-        axes[0, column].legend(title="code length", fontsize="small")
+        axes[0, column].get_legend().remove()
+    # one legend beside the panels: inside, it hides the curves
+    handles, labels = axes[0, 0].get_legend_handles_labels()
     figure.suptitle("Binary autoencoder training", y=1.0)
     figure.tight_layout()
+    figure.legend(handles, labels, title="code length", loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     _save(figure, path)
 
 
