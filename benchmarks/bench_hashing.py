@@ -55,9 +55,8 @@ def load_data(args):
         X, y = synthetic_cnn_features(args.n_train + args.n_query, args.dim, seed=args.seed)
         n = args.n_train
         return X[:n], X[:n], y[:n], X[n:], y[n:]
-    from cbir.io import read_descriptors
-
     from cbir.hashing.stage import l2_normalize
+    from cbir.io import read_descriptors
 
     desc = read_descriptors(args.features)
     prepare = l2_normalize if args.l2_normalize else np.asarray

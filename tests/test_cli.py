@@ -31,12 +31,17 @@ def search(run, monkeypatch, *args):
     return main(["--configfile", str(REPO / "config.yaml"), "search", *args])
 
 
+def search_one(run, monkeypatch, tmp_path, image_id, model, k, output) -> pd.DataFrame:
+    """The top ``k`` of one database or query image of the run, through ``--output``."""
+    out = tmp_path / output
+    assert search(run, monkeypatch, image_file(run, image_id, tmp_path), "--model", model, "-k", str(k), "--output", str(out)) == 0
+    return pd.read_parquet(out) if out.suffix == ".parquet" else pd.read_csv(out)
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_database_image_finds_itself_at_distance_zero(default_run, tmp_path, monkeypatch, model):
     image_id = split(default_run).query("database")["image_id"].iloc[7]
-    out = tmp_path / "hits.csv"
-    assert search(default_run, monkeypatch, image_file(default_run, image_id, tmp_path), "--model", model, "-k", "20", "--output", str(out)) == 0
-    hits = pd.read_csv(out)
+    hits = search_one(default_run, monkeypatch, tmp_path, image_id, model, 20, "hits.csv")
     assert hits["distance"].iloc[0] == pytest.approx(0, abs=1e-4)
     # Equal codes tie at distance 0, ordered by database position; float descriptors rank it first.
     assert image_id in set(hits.loc[hits["distance"] <= 1e-4, "image_id"])
@@ -47,9 +52,7 @@ def test_database_image_finds_itself_at_distance_zero(default_run, tmp_path, mon
 @pytest.mark.parametrize("model", MODELS)
 def test_results_equal_the_evaluation_ranking(default_run, tmp_path, monkeypatch, model):
     query_id = split(default_run).query("query")["image_id"].iloc[3]
-    out = tmp_path / "hits.parquet"
-    assert search(default_run, monkeypatch, image_file(default_run, query_id, tmp_path), "--model", model, "-k", "10", "--output", str(out)) == 0
-    hits = pd.read_parquet(out)
+    hits = search_one(default_run, monkeypatch, tmp_path, query_id, model, 10, "hits.parquet")
     ranking = pd.read_parquet(default_run / f"results/digits/retrieval/{model}/ranking.parquet")
     expected = ranking[ranking["query_id"] == query_id].sort_values("rank").head(10)
     if model.startswith("hashing/"):  # integer distances: the same list, ties in the same order

@@ -371,6 +371,14 @@ def check_images(paths) -> None:
         raise ValueError(f"{len(bad)} unreadable image file(s): " + "; ".join(bad[:10]) + (" ..." if len(bad) > 10 else ""))
 
 
+def load_image(path) -> Image.Image:
+    """The decoded image of a file, detached from it: usable after the file is closed.
+    Raises OSError (or SyntaxError, for some broken files) when it cannot be decoded."""
+    with Image.open(path) as opened:
+        opened.load()
+        return opened.copy()
+
+
 def to_mode(image: Image.Image, mode: str) -> Image.Image:
     """Convert to ``mode`` ('L' or 'RGB'); transparent pixels are composited onto white."""
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
@@ -413,9 +421,7 @@ class ImageReader:
             image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
         else:
             try:
-                with Image.open(path) as opened:
-                    opened.load()
-                    image = opened.copy()
+                image = load_image(path)
             except (OSError, SyntaxError) as err:
                 raise ValueError(f"cannot read image {path}: {err}") from err
         return to_mode(image, self.mode)

@@ -10,7 +10,6 @@ A descriptor is named by its place under ``<results_dir>/<dataset>/``:
 from __future__ import annotations
 
 
-
 def descriptor_names(config: dict, dataset: str) -> list[str]:
     """Every descriptor the config asks for on ``dataset``."""
     cfg = config["datasets"][dataset]

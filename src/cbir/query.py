@@ -19,10 +19,10 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from cbir.datasets import ImageReader, read_manifest, to_mode
+from cbir.datasets import ImageReader, load_image, read_manifest, to_mode
 from cbir.io import read_descriptors
 from cbir.paths import backbone_model_path, descriptor_names, descriptor_path, manifest_path
-from cbir.training import Augment, seed_everything
+from cbir.training import Augment, image_tensor, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -97,21 +97,14 @@ class SearchEngine:
         self.manifest = manifest.set_index("image_id").loc[database.image_id].reset_index()
         self.reader = ImageReader(self.manifest, self.mode)
 
-    def _pixels(self, image: Image.Image) -> torch.Tensor:
-        """The same decoding and resizing as the pipeline's ImageTensors."""
-        image = to_mode(image, self.mode)
-        if image.size != (self.size, self.size):
-            image = image.resize((self.size, self.size), resample=2)
-        pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))
-        return pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)
-
     @torch.no_grad()
     def embed(self, images: list[Image.Image]) -> np.ndarray:
         """Descriptors (float features, or packed codes) of PIL images."""
         from cbir.hashing.stage import encode
         from cbir.metric_learning import descriptors
 
-        batch = torch.stack([self._pixels(image) for image in images])
+        # the same colour mode and resizing as the pipeline's ImageTensors
+        batch = torch.stack([image_tensor(to_mode(image, self.mode), self.size) for image in images])
         features = self.backbone.layers(self.augment(batch), (self.layer,))[self.layer].numpy()
         if self.hasher is not None:
             return encode(self.hasher, features)
@@ -125,9 +118,7 @@ class SearchEngine:
         images, names, errors = [], [], []
         for path in paths:
             try:
-                with Image.open(path) as opened:
-                    opened.load()
-                    images.append(opened.copy())
+                images.append(load_image(path))
                 names.append(str(path))
             except (OSError, SyntaxError, ValueError) as err:
                 errors.append(QueryError(str(path), f"{err.__class__.__name__}: {err}"))
@@ -157,12 +148,9 @@ class SearchEngine:
         position = {image_id: i for i, image_id in enumerate(self.manifest["image_id"])}
         rows = []
         for query, hits in results.groupby("query", sort=False):
-            with Image.open(query) as opened:
-                # copy() reads the pixels before the file closes; to_mode may return its input unchanged
-                query_image = to_mode(opened.copy(), self.mode)
             rows.append(
                 (
-                    query_image,
+                    to_mode(load_image(query), self.mode),
                     Path(query).name,
                     [(self.reader[position[h.image_id]], f"{h.class_name} · {h.distance:g}", None) for h in hits.itertuples()],
                 )

@@ -49,6 +49,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def image_tensor(image, size: int) -> torch.Tensor:
+    """A PIL image as a uint8 C x size x size tensor (bilinear resize, as torchvision's Resize)."""
+    if image.size != (size, size):
+        image = image.resize((size, size), resample=2)
+    pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))
+    return pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)
+
+
 class ImageTensors(Dataset):
     """Manifest rows as (uint8 C x size x size tensor, label) pairs."""
 
@@ -61,12 +69,7 @@ class ImageTensors(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int):
-        image = self.reader[i]
-        if image.size != (self.size, self.size):
-            image = image.resize((self.size, self.size), resample=2)  # bilinear, as torchvision's Resize
-        pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))
-        pixels = pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)
-        return pixels, self.labels[i]
+        return image_tensor(self.reader[i], self.size), self.labels[i]
 
 
 class Augment(nn.Module):
