@@ -137,13 +137,17 @@ def test_head_only_trains_only_the_head(tmp_path):
     assert not torch.equal(head, backbone.head.weight)
 
 
-def test_extraction_is_deterministic_on_cpu(tmp_path):
+def test_extraction_is_repeatable_and_batch_size_changes_only_rounding(tmp_path):
     dataset = ImageTensors(tiny_images(tmp_path), "L", 12)
     torch.manual_seed(0)
     backbone = build_backbone("smallcnn", "none", in_channels=1, n_classes=2)
     first = run_layers(backbone, dataset, ("penultimate",), batch_size=7)["penultimate"]
+    # Same process, inputs and batch size: the same kernels run, so the bits are guaranteed equal.
+    np.testing.assert_array_equal(run_layers(backbone, dataset, ("penultimate",), batch_size=7)["penultimate"], first)
+    # Another batch size may pick other kernels (which ones depends on the CPU: AVX2 and AVX-512
+    # differ), so only float32 rounding may differ: relative to the scale of the features.
     second = run_layers(backbone, dataset, ("penultimate",), batch_size=32)["penultimate"]
-    np.testing.assert_array_equal(first, second)
+    np.testing.assert_allclose(second, first, rtol=0, atol=1e-4 * np.abs(first).max())
     assert first.dtype == np.float32 and first.shape == (96, 128)
 
 
