@@ -331,3 +331,19 @@ def test_bad_inputs_raise():
         recall_at_k(np.array([[T]]), np.array([-1]))
     with pytest.raises(ValueError):
         relevance_from_labels(np.array([1, 2]), np.zeros((3, 2)))
+
+
+def test_neighbour_relevance_includes_ties_at_the_kth_distance():
+    from cbir.metrics import neighbour_relevance
+
+    database = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [3.0, 0.0], [1.0, 0.0]], dtype=np.float32)
+    queries = np.array([[0.0, 0.0], [2.9, 0.0]], dtype=np.float32)
+    got = neighbour_relevance(queries, database, 2)
+    # Query 0: itself at 0, then four items tied at distance 1: all of them are neighbours.
+    np.testing.assert_array_equal(got[0], [True, True, True, True, False, True])
+    # Query 1: (3, 0) at 0.1, then the two copies of (1, 0) tied at 1.9.
+    np.testing.assert_array_equal(got[1], [False, True, False, False, True, True])
+    assert neighbour_relevance(queries, database, 1).sum(1).tolist() == [1, 1]
+    assert neighbour_relevance(queries, database, 100).all()
+    with pytest.raises(ValueError, match="n_neighbours"):
+        neighbour_relevance(queries, database, 0)

@@ -46,6 +46,7 @@ __all__ = [
     "holidays_mean_average_precision",
     "mean_average_precision",
     "mean_average_precision_at_k",
+    "neighbour_relevance",
     "pr_curve_by_k",
     "pr_curve_by_radius",
     "precision_at_k",
@@ -141,6 +142,32 @@ def relevance_from_labels(query_labels: np.ndarray, database_labels: np.ndarray)
     if q.ndim == 1:
         return q[:, None] == d[None, :]
     return (q.astype(np.float32) @ d.astype(np.float32).T) > 0
+
+
+def neighbour_relevance(query_features: np.ndarray, database_features: np.ndarray, n_neighbours: int) -> np.ndarray:
+    """(Q, N) bool: the ``n_neighbours`` nearest database items of each query by Euclidean
+    distance in feature space, plus every item tied with the last of them.
+
+    The ground truth of unsupervised hashing (the binary autoencoder's own protocol): a code is
+    good if it keeps each point's neighbours in the space it was trained on. Distances are
+    computed in float64 from the float32 features, so ties are real ties (duplicated features),
+    not float32 rounding. ``n_neighbours`` larger than the database makes every item relevant.
+    """
+    q = np.asarray(query_features, dtype=np.float64)
+    d = np.asarray(database_features, dtype=np.float64)
+    if q.ndim != 2 or d.ndim != 2 or q.shape[1] != d.shape[1]:
+        raise ValueError(f"query and database features must be 2-D with the same width, got {q.shape} and {d.shape}")
+    if isinstance(n_neighbours, bool) or not isinstance(n_neighbours, (int, np.integer)) or n_neighbours < 1:
+        raise ValueError(f"n_neighbours must be a positive integer, got {n_neighbours!r}")
+    if len(d) == 0:
+        raise ValueError("empty database")
+    sq = (q**2).sum(1)[:, None] + (d**2).sum(1)[None, :] - 2 * q @ d.T
+    n = min(int(n_neighbours), len(d))
+    kth = np.partition(sq, n - 1, axis=1)[:, n - 1 : n]
+    # float64 rounding of the expanded form is ~1e-16 of the squared norms; equal features must
+    # tie whatever BLAS kernel computed their column, so distances this close count as equal.
+    tolerance = 1e-9 * (np.abs(q**2).sum(1)[:, None] + np.abs(d**2).sum(1).max())
+    return sq <= kth + tolerance
 
 
 def count_relevant(query_labels: np.ndarray, database_labels: np.ndarray, chunk_size: int = 1024) -> np.ndarray:
