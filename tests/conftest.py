@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import pickle
 from pathlib import Path
@@ -113,10 +114,29 @@ def imagefolder_root(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def default_run(tmp_path_factory):
-    """The embedded default workflow (config.yaml), run once for every test that reads it."""
+def default_run(tmp_path_factory, worker_id):
+    """The embedded default workflow (config.yaml), run once for every test that reads it, also
+    across pytest-xdist workers: the first to need it runs it under a file lock, the others wait."""
     from workflow import snakemake
 
-    workdir = tmp_path_factory.mktemp("default-run")
-    snakemake(workdir, "--cores", "2")
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent  # shared by the workers of this session
+    workdir = root / "default-run"
+    with open(root / "default-run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (workdir / ".complete").exists():
+            workdir.mkdir(exist_ok=True)
+            snakemake(workdir, "--cores", "2")
+            (workdir / ".complete").touch()
     return workdir
+
+
+def pytest_collection_modifyitems(items):
+    """The long SLURM test first, the tests that read the default run last: the workers work on
+    the rest while the default run is being made."""
+    def order(item):
+        fixtures = getattr(item, "fixturenames", ())
+        return 0 if "test_cluster" in item.nodeid else 2 if "default_run" in fixtures else 1
+
+    items.sort(key=order)

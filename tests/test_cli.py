@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,7 +25,7 @@ def image_file(run, image_id, tmp_path) -> str:
 
 
 def split(run):
-    return pd.read_parquet(run / "results/digits/splits/digits.parquet")
+    return pd.read_parquet(run / "results/digits/seed0/splits/digits.parquet")
 
 
 def search(run, monkeypatch, *args):
@@ -53,7 +55,7 @@ def test_database_image_finds_itself_at_distance_zero(default_run, tmp_path, mon
 def test_results_equal_the_evaluation_ranking(default_run, tmp_path, monkeypatch, model):
     query_id = split(default_run).query("query")["image_id"].iloc[3]
     hits = search_one(default_run, monkeypatch, tmp_path, query_id, model, 10, "hits.parquet")
-    ranking = pd.read_parquet(default_run / f"results/digits/retrieval/{model}/ranking.parquet")
+    ranking = pd.read_parquet(default_run / f"results/digits/seed0/evaluation/{model}/ranking.parquet")
     expected = ranking[ranking["query_id"] == query_id].sort_values("rank").head(10)
     if model.startswith("hashing/"):  # integer distances: the same list, ties in the same order
         assert hits["image_id"].tolist() == expected["image_id"].tolist()
@@ -97,7 +99,7 @@ def test_missing_index_names_what_is_missing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # a directory where the pipeline never ran
     assert main(["--configfile", str(REPO / "config.yaml"), "search", str(image), "--model", "hashing/smallcnn/ba/48"]) == 2
     err = capsys.readouterr().err
-    assert "missing results/digits/backbones/smallcnn/model.pt" in err and "snakemake" in err
+    assert "missing results/digits/seed0/backbones/smallcnn/model.pt" in err and "snakemake" in err
 
 
 def test_unknown_model_lists_the_choices(default_run, tmp_path, monkeypatch, capsys):
@@ -112,4 +114,42 @@ def test_models_lists_what_is_built(default_run, monkeypatch, capsys):
     monkeypatch.chdir(default_run)
     assert main(["--configfile", str(REPO / "config.yaml"), "models"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "digits\thashing/smallcnn/ba/48\tbuilt" in lines and len(lines) == 1 + 20 + 8
+    assert "digits\thashing/smallcnn/ba/48\tbuilt (seeds 0, 1)" in lines and len(lines) == 1 + 20 + 8
+
+
+def test_unknown_dataset_is_named_before_anything_runs(default_run, tmp_path, monkeypatch, capsys):
+    image = tmp_path / "q.png"
+    Image.new("L", (8, 8)).save(image)
+    assert search(default_run, monkeypatch, str(image), "--dataset", "nope") == 2
+    assert "unknown dataset 'nope'; the config defines digits" in capsys.readouterr().err
+
+
+def test_output_is_checked_before_searching_and_never_overwritten_silently(default_run, tmp_path, monkeypatch, capsys):
+    query = image_file(default_run, split(default_run)["image_id"].iloc[0], tmp_path)
+    assert search(default_run, monkeypatch, query, "-o", str(tmp_path / "no" / "such" / "dir.csv")) == 2
+    assert "no directory" in capsys.readouterr().err
+    existing = tmp_path / "hits.csv"
+    existing.write_text("keep me")
+    assert search(default_run, monkeypatch, query, "-o", str(existing)) == 2
+    assert "pass --force" in capsys.readouterr().err and existing.read_text() == "keep me"
+    assert search(default_run, monkeypatch, query, "-o", str(existing), "--force", "-k", "3") == 0
+    assert len(pd.read_csv(existing)) == 3
+
+
+def test_paths_are_relative_to_the_callers_directory(default_run, tmp_path, monkeypatch):
+    query = image_file(default_run, split(default_run)["image_id"].iloc[0], tmp_path)
+    monkeypatch.chdir(tmp_path)
+    argv = ["--directory", str(default_run), "--configfile", str(REPO / "config.yaml"), "search", Path(query).name, "-k", "2", "-o", "out.csv"]
+    assert main(argv) == 0
+    assert len(pd.read_csv(tmp_path / "out.csv")) == 2 and not (default_run / "out.csv").exists()
+
+
+def test_each_seed_has_its_own_index(default_run, tmp_path, monkeypatch):
+    query = image_file(default_run, split(default_run).query("query")["image_id"].iloc[0], tmp_path)
+    hits = {}
+    for seed in (0, 1):
+        out = tmp_path / f"seed{seed}.csv"
+        assert search(default_run, monkeypatch, query, "--seed", str(seed), "--model", "metric/smallcnn/TN-FT", "-k", "5", "-o", str(out)) == 0
+        hits[seed] = pd.read_csv(out)["distance"].tolist()
+    assert hits[0] != hits[1]
+    assert search(default_run, monkeypatch, query, "--seed", "9") == 2

@@ -22,8 +22,8 @@ def test_shipped_configs_are_valid(path):
 
 
 def test_defaults_are_filled_in():
-    config = validate_config({k: v for k, v in BASE.items() if k not in ("seed", "hashing", "evaluation")})
-    assert config["seed"] == 0 and config["hashing"]["bits"] == [12, 24, 32, 48] and config["evaluation"]["topk"] == 1000
+    config = validate_config({k: v for k, v in BASE.items() if k not in ("seeds", "hashing", "evaluation")})
+    assert config["seeds"] == [0] and config["evaluation"]["neighbours"] == 50 and config["hashing"]["bits"] == [12, 24, 32, 48] and config["evaluation"]["topk"] == 1000
     assert config["backbones"]["smallcnn"]["finetune"]["momentum"] == 0.9
 
 
@@ -52,8 +52,11 @@ def _delete(path):
 BAD = {
     "misspelt top-level key": (_set("sede", 1), "sede"),
     "misspelt nested key": (_set("backbones.smallcnn.finetune.lrate", 0.1), "backbones.smallcnn.finetune.lrate"),
-    "wrong type": (_set("seed", "zero"), "seed"),
-    "negative seed": (_set("seed", -1), "seed"),
+    "wrong type": (_set("seeds", "zero"), "seeds"),
+    "negative seed": (_set("seeds", [0, -1]), "seeds.1"),
+    "repeated seed": (_set("seeds", [1, 1]), "seeds"),
+    "no seeds": (_set("seeds", []), "seeds"),
+    "a single seed of earlier versions": (_set("seed", 0), "seed"),
     "unknown dataset kind": (_set("datasets.digits.kind", "imagenet"), "datasets.digits.kind"),
     "missing required key": (_delete("datasets.digits.protocol"), "datasets.digits.protocol"),
     "undefined protocol": (_set("datasets.digits.protocol", "paper-mnist"), "datasets.digits.protocol"),
@@ -87,11 +90,11 @@ def test_bad_config_names_the_key(case):
 
 def test_all_problems_reported_at_once():
     config = copy.deepcopy(BASE)
-    config["seed"] = "x"
+    config["seeds"] = "x"
     config["evaluation"]["topk"] = 0
     with pytest.raises(ConfigError) as info:
         validate_config(config)
-    assert "'seed'" in str(info.value) and "'evaluation.topk'" in str(info.value)
+    assert "'seeds'" in str(info.value) and "'evaluation.topk'" in str(info.value)
 
 
 def test_missing_or_broken_config_file(tmp_path):
@@ -109,3 +112,10 @@ def test_key_order_does_not_matter():
     reordered["protocols"] = {"digits": dict(reversed(list(BASE["protocols"]["digits"].items())))}
     first, second = validate_config(BASE), validate_config(reordered)
     assert repr(first) == repr(second)
+
+
+def test_the_old_single_seed_key_says_what_replaces_it():
+    config = copy.deepcopy(BASE)
+    config["seed"] = 3
+    with pytest.raises(ConfigError, match=r"config key 'seed': unknown key; give the repeats as a list, e.g. `seeds: \[0, 1, 2\]`"):
+        validate_config(config)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from cbir.codes import pack_bits
-from cbir.evaluation import evaluate, retrieve
+from cbir.evaluation import evaluate
 from cbir.io import write_descriptors
 from cbir.metrics import average_precision_at_k, score_ap_from_ranks_1
 
@@ -30,47 +30,117 @@ def descriptor_file(tmp_path, binary: bool, n_db=60, n_q=12, seed=0):
     return path
 
 
+def outputs(tmp_path) -> dict:
+    return {name: tmp_path / f"{name}.parquet" for name in ("ranking", "timing", "per_query", "summary", "pr")}
+
+
 @pytest.mark.parametrize("binary", [True, False])
 def test_ranking_and_metrics_agree(tmp_path, binary):
     path = descriptor_file(tmp_path, binary)
-    ranking = retrieve(path, tmp_path / "r.parquet", tmp_path / "t.parquet", k=1000, n_timed=5)
+    out = outputs(tmp_path)
+    evaluate(path, out, k=1000, n_timed=5)
+    ranking = pd.read_parquet(out["ranking"])
     assert len(ranking) == 12 * 60 and ranking.groupby("query_id")["rank"].max().eq(60).all()
-    evaluate(path, tmp_path / "q.parquet", tmp_path / "s.parquet", tmp_path / "pr.parquet", k=1000)
-    per_query = pd.read_parquet(tmp_path / "q.parquet").set_index("query_id")
+    per_query = pd.read_parquet(out["per_query"]).set_index("query_id")
+    assert set(per_query["ground_truth"]) == {"labels"}  # no reference features: labels only
     for query, hits in ranking.groupby("query_id"):
-        rel = hits.sort_values("rank")["relevant"].to_numpy()[None]
-        # The evaluation's AP uses the same ranking (ties by database position) as the search.
-        assert per_query.loc[query, "ap"] == pytest.approx(average_precision_at_k(rel, 1000)[0])
+        hits = hits.sort_values("rank")
+        assert (np.diff(hits["distance"]) >= 0).all()
+        rel = hits["relevant"].to_numpy()[None]
+        # The AP is computed on this very ranking (ties by database position).
+        assert per_query.loc[query, "map"] == pytest.approx(average_precision_at_k(rel, 1000)[0])
         assert per_query.loc[query, "p@10"] == pytest.approx(rel[0, :10].mean())
-    summary = pd.read_parquet(tmp_path / "s.parquet").iloc[0]
+    summary = pd.read_parquet(out["summary"]).iloc[0]
     assert summary["n_queries"] == 12 and summary["n_database"] == 60 and summary["k"] == 60
-    assert summary["map"] == pytest.approx(per_query["ap"].mean())
-    curves = pd.read_parquet(tmp_path / "pr.parquet")
+    assert summary["map"] == pytest.approx(per_query["map"].mean())
+    curves = pd.read_parquet(out["pr"])
     assert set(curves["curve"]) == ({"top-k", "hamming-radius"} if binary else {"top-k"})
+
+
+def test_ranking_equals_a_faiss_search(tmp_path):
+    """The ranking comes from the full distance rows; a search of the index gives the same list."""
+    from cbir.io import read_descriptors
+    from cbir.search import make_index
+
+    path = descriptor_file(tmp_path, binary=True)
+    out = outputs(tmp_path)
+    evaluate(path, out, k=20, n_timed=5)
+    descriptors = read_descriptors(path)
+    database, queries = descriptors.subset("database"), descriptors.subset("query")
+    distances, indices = make_index(database.values, n_bits=16).search(queries.values, 20)
+    ranking = pd.read_parquet(out["ranking"])
+    np.testing.assert_array_equal(ranking["image_id"].to_numpy().reshape(12, 20), database.image_id[indices])
+    np.testing.assert_array_equal(ranking["distance"].to_numpy().reshape(12, 20), distances)
+
+
+def test_neighbours_ground_truth_from_reference_features(tmp_path):
+    """Codes that are the signs of the features: the neighbours ground truth is measured in the
+    features' (L2-normalised) space, and codes of more bits keep more of the true neighbours."""
+    rng = np.random.default_rng(1)
+    n_db, n_q = 200, 20
+    features = rng.normal(size=(n_db + n_q, 64)).astype(np.float32)
+    index = pd.DataFrame({"image_id": [f"i{i}" for i in range(n_db + n_q)], "label": np.arange(n_db + n_q) % 4})
+    index["train"] = index["database"] = np.arange(n_db + n_q) < n_db
+    index["query"] = ~index["database"]
+    reference = tmp_path / "features.parquet"
+    write_descriptors(reference, index, features)
+    scores = {}
+    for bits in (4, 64):
+        codes = tmp_path / f"codes{bits}.parquet"
+        write_descriptors(codes, index, pack_bits(features[:, :bits] > 0), n_bits=bits)
+        out = {name: tmp_path / f"{name}{bits}.parquet" for name in ("ranking", "timing", "per_query", "summary", "pr")}
+        evaluate(codes, out, k=50, reference_path=reference, n_neighbours=10, n_timed=3)
+        summary = pd.read_parquet(out["summary"]).set_index("ground_truth")
+        assert set(summary.index) == {"labels", "neighbours"}
+        per_query = pd.read_parquet(out["per_query"])
+        assert (per_query.loc[per_query["ground_truth"] == "neighbours", "n_relevant"] == 10).all()  # no ties in random features
+        scores[bits] = summary.loc["neighbours", "tie_aware_p@K"]
+    assert 0 <= scores[4] < scores[64] <= 1
+    # Euclidean search of the features finds every true neighbour in their own space, and fewer
+    # in the L2-normalised space: the preprocessing defines the ground truth.
+    found = {}
+    for preprocess in ("none", "l2"):
+        out = {name: tmp_path / f"{name}-{preprocess}.parquet" for name in ("ranking", "timing", "per_query", "summary", "pr")}
+        evaluate(reference, out, k=50, reference_path=reference, preprocess=preprocess, n_neighbours=10, n_timed=3)
+        found[preprocess] = pd.read_parquet(out["summary"]).set_index("ground_truth").loc["neighbours", "p@K"]
+    assert found["none"] == pytest.approx(1.0) and found["l2"] < 0.95
 
 
 def test_holidays_ap_is_the_official_one(tmp_path):
     path = descriptor_file(tmp_path, binary=False)
-    ranking = retrieve(path, tmp_path / "r.parquet", tmp_path / "t.parquet", k=1000, n_timed=5)
-    evaluate(path, tmp_path / "q.parquet", tmp_path / "s.parquet", tmp_path / "pr.parquet", k=1000, holidays=True)
-    per_query = pd.read_parquet(tmp_path / "q.parquet").set_index("query_id")
+    out = outputs(tmp_path)
+    evaluate(path, out, k=1000, holidays=True, n_timed=5)
+    ranking = pd.read_parquet(out["ranking"])
+    per_query = pd.read_parquet(out["per_query"]).set_index("query_id")
     for query, hits in ranking.groupby("query_id"):
         rel = hits.sort_values("rank")["relevant"].to_numpy()
-        assert per_query.loc[query, "holidays_ap"] == pytest.approx(score_ap_from_ranks_1(np.flatnonzero(rel), rel.sum()))
-    assert "holidays_map" in pd.read_parquet(tmp_path / "s.parquet")
+        assert per_query.loc[query, "holidays_map"] == pytest.approx(score_ap_from_ranks_1(np.flatnonzero(rel), rel.sum()))
+    assert "holidays_map" in pd.read_parquet(out["summary"])
 
 
 def test_approximate_search_is_timed_with_its_recall(tmp_path):
     path = descriptor_file(tmp_path, binary=True)
-    retrieve(path, tmp_path / "r.parquet", tmp_path / "t.parquet", k=10, n_timed=5, approximate=True)
-    timing = pd.read_parquet(tmp_path / "t.parquet")
+    out = outputs(tmp_path)
+    evaluate(path, out, k=10, n_timed=5, approximate=True)
+    timing = pd.read_parquet(out["timing"])
     assert timing["index"].value_counts().to_dict() == {"exact": 5, "approximate": 5}
     recall = timing.loc[timing["index"] == "approximate", "recall_at_k"]
     assert recall.nunique() == 1 and 0 <= recall.iloc[0] <= 1
+
+
+def test_summary_carries_provenance(tmp_path):
+    from cbir.io import read_metadata
+    from cbir.provenance import provenance
+
+    out = outputs(tmp_path)
+    evaluate(descriptor_file(tmp_path, binary=True), out, k=10, n_timed=2, provenance=provenance())
+    record = read_metadata(out["summary"])["provenance"]
+    assert {"commit", "dirty", "versions", "cpu", "time"} <= set(record)
+    assert record["versions"]["numpy"] == np.__version__ and record["cpu"]["model"]
 
 
 def test_empty_query_set_is_an_error(tmp_path):
     index = pd.DataFrame({"image_id": ["a", "b"], "label": [0, 1], "train": [True, True], "database": [True, True], "query": [False, False]})
     write_descriptors(tmp_path / "d.parquet", index, np.zeros((2, 3), np.float32))
     with pytest.raises(ValueError, match="0 query rows"):
-        retrieve(tmp_path / "d.parquet", tmp_path / "r.parquet", tmp_path / "t.parquet", k=5)
+        evaluate(tmp_path / "d.parquet", outputs(tmp_path), k=5)

@@ -347,3 +347,25 @@ def test_neighbour_relevance_includes_ties_at_the_kth_distance():
     assert neighbour_relevance(queries, database, 100).all()
     with pytest.raises(ValueError, match="n_neighbours"):
         neighbour_relevance(queries, database, 0)
+
+
+def test_tie_aware_precision_is_the_mean_over_orderings():
+    from cbir.metrics import tie_aware_precision_at_k
+
+    rng = np.random.default_rng(3)
+    distances = rng.integers(0, 4, (5, 9))
+    relevant = rng.random((5, 9)) < 0.4
+    got = tie_aware_precision_at_k(distances, relevant, [1, 3, 9, 20])
+    for q in range(5):
+        # Brute force: the mean over many random tie orders converges to the expectation; an
+        # exact check is the average over random keys breaking ties, 20,000 draws.
+        keys = distances[q][None, :] + rng.random((20000, 9)) * 0.5
+        order = np.argsort(keys, axis=1)
+        hits = np.cumsum(relevant[q][order], axis=1)
+        for j, k in enumerate([1, 3, 9, 9]):
+            assert got[q, j] == pytest.approx(hits[:, k - 1].mean() / k, abs=0.01)
+    # Without ties it is the conventional precision@k.
+    distinct = np.argsort(rng.random((4, 9)), axis=1)
+    rel = rng.random((4, 9)) < 0.5
+    ranked = np.take_along_axis(rel, np.argsort(distinct, axis=1), axis=1)
+    np.testing.assert_allclose(tie_aware_precision_at_k(distinct, rel, [4])[:, 0], ranked[:, :4].mean(1))

@@ -32,6 +32,10 @@ METRIC_MODELS = {
 }
 
 
+#: Keys of earlier versions, with what replaces them.
+RENAMED = {"seed": "; give the repeats as a list, e.g. `seeds: [0, 1, 2]`"}
+
+
 class ConfigError(ValueError):
     """A configuration problem; the message names the offending key."""
 
@@ -69,7 +73,7 @@ def _describe(error) -> str:
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
         hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
-        return "; ".join(f"config key '{_key(path + [name])}': unknown key{hint}" for name in extra)
+        return "; ".join(f"config key '{_key(path + [name])}': unknown key{RENAMED.get(_key(path + [name]), hint)}" for name in extra)
     if error.validator == "required":
         missing = [name for name in error.validator_value if name not in error.instance]
         return "; ".join(f"config key '{_key(path + [name])}': required but missing" for name in missing)

@@ -1,8 +1,16 @@
-"""The retrieval and evaluation stages: search a descriptor file's queries in its database.
+"""The evaluation stage: search a descriptor file's queries in its database once, and score them.
 
-``retrieve`` writes each query's top-k ranking and the per-query search time; ``evaluate``
-computes every metric from the full query-database distances (exact, chunked over queries), with
-ties ordered as the search orders them (by distance, then database position).
+``evaluate`` computes the full query-database distances (exact, chunked over queries) and from
+them the top-k ranking (ties by database position, as faiss orders them), every metric and the
+precision-recall curves, under each ground truth:
+
+``labels``      a database image is relevant when it has the query's class (the first paper's
+                mAP@1000, the second paper's precision and mAP);
+``neighbours``  a database image is relevant when it is among the query's K nearest by
+                Euclidean distance in the float feature space the hasher was trained on (the
+                binary autoencoder paper's protocol: what unsupervised hashing is built to keep).
+
+It also times single-query searches (one thread), the latency a user sees.
 """
 
 from __future__ import annotations
@@ -16,16 +24,20 @@ from cbir.io import Descriptors, read_descriptors, write_parquet
 from cbir.metrics import (
     distance_histograms,
     evaluate_distances,
+    neighbour_relevance,
     pr_curve_by_k,
     pr_curve_by_radius,
     precision_at_k,
     score_ap_from_ranks_1,
+    tie_aware_precision_at_k,
     top_k_by_distance,
 )
+from cbir.preprocess import apply_preprocessing, fit_preprocessing
 from cbir.search import make_index, recall_at_k, summarize_query_times, time_queries
 
 log = logging.getLogger(__name__)
 
+GROUND_TRUTHS = ("labels", "neighbours")
 PRECISION_AT = (1, 5, 10, 20, 50, 100)
 PR_KS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
@@ -39,114 +51,158 @@ def load(path) -> tuple[Descriptors, Descriptors, Descriptors]:
     return descriptors, database, queries
 
 
-def retrieve(descriptor_path, ranking_path, timing_path, k: int, n_timed: int = 200, approximate: bool = False) -> pd.DataFrame:
-    """Top-``k`` results of every query (exact search), and search time per query.
+def _reference_space(descriptors: Descriptors, reference_path, preprocess: str) -> np.ndarray:
+    """The reference features in the space the hasher was trained on, row-aligned with ``descriptors``."""
+    reference = read_descriptors(reference_path)
+    if reference.is_binary:
+        raise ValueError(f"{reference_path} holds binary codes, not features")
+    if not np.array_equal(reference.image_id, descriptors.image_id):
+        position = pd.Series(np.arange(len(reference)), index=reference.image_id)
+        missing = set(descriptors.image_id) - set(reference.image_id)
+        if missing:
+            raise ValueError(f"{reference_path} lacks images of the descriptor file: {sorted(missing)[:5]}")
+        reference = reference.subset_rows(position.loc[descriptors.image_id].to_numpy())
+    params = fit_preprocessing(preprocess, reference.values[reference.train])
+    return apply_preprocessing(params, reference.values)
 
-    With ``approximate``, binary codes are also searched with multi-index hashing (the hashing
-    paper's ANN option); its per-query times and recall@k against the exact search join the
-    timing table (rows with ``index`` = ``approximate``).
+
+def evaluate(
+    descriptor_path,
+    outputs: dict,
+    k: int,
+    *,
+    reference_path=None,
+    preprocess: str = "l2",
+    n_neighbours: int = 50,
+    holidays: bool = False,
+    approximate: bool = False,
+    n_timed: int = 200,
+    chunk_size: int = 256,
+    provenance: dict | None = None,
+) -> pd.DataFrame:
+    """Rank, time and score the queries of a descriptor file; write ``outputs``.
+
+    ``outputs`` maps ``ranking``, ``timing``, ``per_query``, ``summary`` and ``pr`` to paths.
+    With ``reference_path`` (the float features the descriptors were computed from) the
+    ``neighbours`` ground truth is scored beside ``labels``. Per query and ground truth: AP@k
+    (the hashing literature's convention) and its tie-aware version, AP over the whole database,
+    precision at 1..100 (conventional and tie-aware), recall@k, and for Holidays the official AP.
     """
     descriptors, database, queries = load(descriptor_path)
     index = make_index(database.values, n_bits=descriptors.n_bits)
     k = min(k, len(database))
-    distances, indices = index.search(queries.values, k)
-    ranking = pd.DataFrame(
+    relevance = {"labels": lambda rows: queries.label[rows, None] == database.label[None, :]}
+    if reference_path is not None:
+        space = _reference_space(descriptors, reference_path, preprocess)
+        q_space, d_space = space[descriptors.query], space[descriptors.database]
+        relevance["neighbours"] = lambda rows: neighbour_relevance(q_space[rows], d_space, n_neighbours)
+
+    parts, rankings, ranked, histograms = [], [], {gt: [] for gt in relevance}, {gt: [] for gt in relevance}
+    for start in range(0, len(queries), chunk_size):
+        rows = np.arange(start, min(start + chunk_size, len(queries)))
+        distances = index.pairwise(queries.values[rows])
+        order = top_k_by_distance(distances, None)
+        top = order[:, :k]
+        rankings.append(
+            pd.DataFrame(
+                {
+                    "query_id": np.repeat(queries.image_id[rows], k),
+                    "rank": np.tile(np.arange(1, k + 1), len(rows)),
+                    "image_id": database.image_id[top.ravel()],
+                    "distance": np.take_along_axis(distances, top, axis=1).ravel(),
+                    "relevant": (database.label[top] == queries.label[rows, None]).ravel(),
+                }
+            )
+        )
+        for gt, relevant_of in relevance.items():
+            relevant = relevant_of(rows)
+            parts.append(_per_query(distances, relevant, order, k, n_neighbours, holidays).assign(query_id=queries.image_id[rows], ground_truth=gt))
+            ranked[gt].append(np.take_along_axis(relevant, order[:, : max(PR_KS)], axis=1))
+            if descriptors.is_binary:
+                histograms[gt].append(distance_histograms(distances, relevant, descriptors.n_bits))
+        log.info("evaluated %d/%d queries", rows[-1] + 1, len(queries))
+
+    write_parquet(pd.concat(rankings, ignore_index=True), outputs["ranking"])
+    per_query = pd.concat(parts, ignore_index=True)
+    write_parquet(per_query, outputs["per_query"])
+    write_parquet(_curves(ranked, histograms, per_query, len(database)), outputs["pr"])
+    timing = _timing(index, descriptors, database, queries, k, n_timed, approximate)
+    write_parquet(timing, outputs["timing"])
+
+    metrics = per_query.drop(columns=["query_id", "n_relevant"]).groupby("ground_truth", sort=False).mean()
+    summary = metrics.reset_index().assign(
+        k=k,
+        n_queries=len(queries),
+        n_database=len(database),
+        n_bits=descriptors.n_bits,
+        dim=None if descriptors.is_binary else database.values.shape[1],
+        n_neighbours=n_neighbours,
+    )
+    write_parquet(summary, outputs["summary"], metadata={"provenance": provenance} if provenance else None)
+    for row in summary.to_dict("records"):
+        log.info("%s: mAP@%d %.4f (tie-aware %.4f), mAP %.4f, P@10 %.4f", row["ground_truth"], k, row["map"], row["tie_aware_map"], row["map_all"], row["p@10"])
+    return summary
+
+
+def _per_query(distances, relevant, order, k, n_neighbours, holidays) -> pd.DataFrame:
+    """Every per-query metric of one chunk under one relevance matrix; ``p@K`` is the precision
+    at K = ``n_neighbours``, the neighbours ground truth's headline."""
+    cutoffs = [*PRECISION_AT, n_neighbours]
+    names = [*map(str, PRECISION_AT), "K"]
+    at_k = evaluate_distances(distances, relevant, k)
+    whole = evaluate_distances(distances, relevant, None)
+    rel_ranked = np.take_along_axis(relevant, order, axis=1)
+    tie_aware_p = tie_aware_precision_at_k(distances, relevant, cutoffs)
+    frame = pd.DataFrame(
         {
-            "query_id": np.repeat(queries.image_id, k),
-            "rank": np.tile(np.arange(1, k + 1), len(queries)),
-            "image_id": database.image_id[indices.ravel()],
-            "distance": distances.ravel(),
-            "relevant": (database.label[indices] == queries.label[:, None]).ravel(),
+            "n_relevant": at_k["n_relevant"].to_numpy(),
+            "map": at_k["ap"].to_numpy(),
+            "tie_aware_map": at_k["tie_aware_ap"].to_numpy(),
+            "map_all": whole["ap"].to_numpy(),
+            "tie_aware_map_all": whole["tie_aware_ap"].to_numpy(),
+            "recall": at_k["recall"].to_numpy(),
+            **{f"p@{name}": precision_at_k(rel_ranked, p) for name, p in zip(names, cutoffs)},
+            **{f"tie_aware_p@{name}": tie_aware_p[:, j] for j, name in enumerate(names)},
         }
     )
-    write_parquet(ranking, ranking_path)
-    # Queries searched one at a time on one thread: the latency a user sees for a single query.
+    if holidays:
+        frame["holidays_map"] = [score_ap_from_ranks_1(np.flatnonzero(row), int(row.sum())) if row.any() else 0.0 for row in rel_ranked]
+    return frame
+
+
+def _curves(ranked, histograms, per_query, n_database) -> pd.DataFrame:
+    """Precision-recall by number retrieved and, for codes, by Hamming radius, per ground truth."""
+    ks = [k for k in PR_KS if k <= n_database]
+    curves = []
+    for gt, parts in ranked.items():
+        n_relevant = per_query.loc[per_query["ground_truth"] == gt, "n_relevant"].to_numpy()
+        by_k = pr_curve_by_k(np.concatenate(parts), n_relevant, ks).rename(columns={"k": "cutoff"})
+        curves.append(by_k.assign(curve="top-k", ground_truth=gt))
+        if histograms[gt]:
+            by_radius = pr_curve_by_radius(np.concatenate([h[0] for h in histograms[gt]]), np.concatenate([h[1] for h in histograms[gt]]))
+            curves.append(by_radius[["radius", "precision", "recall"]].rename(columns={"radius": "cutoff"}).assign(curve="hamming-radius", ground_truth=gt))
+    return pd.concat(curves, ignore_index=True)[["ground_truth", "curve", "cutoff", "precision", "recall"]]
+
+
+def _timing(index, descriptors, database, queries, k, n_timed, approximate) -> pd.DataFrame:
+    """Queries searched one at a time on one thread: the latency a user sees for a single query.
+
+    With ``approximate``, binary codes are also searched with multi-index hashing (the hashing
+    paper's ANN option), timed the same way, with its recall@k against the exact search.
+    """
     times = time_queries(index, queries.values, k, n_queries=n_timed, n_threads=1)
-    summary = summarize_query_times(times)
     timing = [pd.DataFrame({"index": "exact", "query": np.arange(len(times)), "seconds": times, "recall_at_k": 1.0})]
-    if approximate and descriptors.is_binary:
-        ann = make_index(database.values, n_bits=descriptors.n_bits, approximate=True)
-        recall = recall_at_k(indices, ann.search(queries.values, k)[1])
-        ann_times = time_queries(ann, queries.values, k, n_queries=n_timed, n_threads=1)
-        timing.append(pd.DataFrame({"index": "approximate", "query": np.arange(len(ann_times)), "seconds": ann_times, "recall_at_k": recall}))
-        log.info("approximate search (%r): recall@%d %.4f, median %.3f ms per query", ann, k, recall, 1e3 * np.median(ann_times))
-    write_parquet(pd.concat(timing, ignore_index=True), timing_path)
+    summary = summarize_query_times(times)
     log.info(
         "searched %d queries in %d %s: median %.3f ms, p95 %.3f ms per query",
         len(queries), len(database), f"{descriptors.n_bits}-bit codes" if descriptors.is_binary else f"{database.values.shape[1]}-d descriptors",
         1e3 * summary["median_s"], 1e3 * summary["p95_s"],
     )
-    return ranking
-
-
-def evaluate(descriptor_path, per_query_path, summary_path, pr_path, k: int, holidays: bool = False, chunk_size: int = 256) -> pd.DataFrame:
-    """Per-query metrics, their means, and precision-recall curves.
-
-    Per query: AP@k (hashing convention) and tie-aware AP@k, AP over the whole database,
-    precision at 1..100, recall@k, and for Holidays the official AP (trapezoid rule).
-    """
-    descriptors, database, queries = load(descriptor_path)
-    index = make_index(database.values, n_bits=descriptors.n_bits)
-    n_bits = descriptors.n_bits
-    parts, histograms, ranked = [], [], []
-    for start in range(0, len(queries), chunk_size):
-        stop = min(start + chunk_size, len(queries))
-        distances = index.pairwise(queries.values[start:stop])
-        relevant = queries.label[start:stop, None] == database.label[None, :]
-        at_k = evaluate_distances(distances, relevant, k)
-        whole = evaluate_distances(distances, relevant, None)
-        order = top_k_by_distance(distances, None)
-        rel_ranked = np.take_along_axis(relevant, order, axis=1)
-        part = pd.DataFrame(
-            {
-                "query_id": queries.image_id[start:stop],
-                "label": queries.label[start:stop],
-                "n_relevant": at_k["n_relevant"].to_numpy(),
-                "ap": at_k["ap"].to_numpy(),
-                "tie_aware_ap": at_k["tie_aware_ap"].to_numpy(),
-                "ap_all": whole["ap"].to_numpy(),
-                "tie_aware_ap_all": whole["tie_aware_ap"].to_numpy(),
-                "recall": at_k["recall"].to_numpy(),
-                **{f"p@{p}": precision_at_k(rel_ranked, p) for p in PRECISION_AT},
-            }
-        )
-        if holidays:
-            part["holidays_ap"] = [score_ap_from_ranks_1(np.flatnonzero(row), int(row.sum())) if row.any() else 0.0 for row in rel_ranked]
-        parts.append(part)
-        ranked.append(rel_ranked[:, : max(PR_KS)])
-        if n_bits is not None:
-            histograms.append(distance_histograms(distances, relevant, n_bits))
-        log.info("evaluated %d/%d queries", stop, len(queries))
-    per_query = pd.concat(parts, ignore_index=True)
-    write_parquet(per_query, per_query_path)
-
-    rel_ranked = np.concatenate(ranked)
-    ks = [k_ for k_ in PR_KS if k_ <= len(database)]
-    curves = [pr_curve_by_k(rel_ranked, per_query["n_relevant"].to_numpy(), ks).assign(curve="top-k").rename(columns={"k": "cutoff"})]
-    if histograms:
-        by_radius = pr_curve_by_radius(np.concatenate([h[0] for h in histograms]), np.concatenate([h[1] for h in histograms]))
-        curves.append(by_radius[["radius", "precision", "recall"]].assign(curve="hamming-radius").rename(columns={"radius": "cutoff"}))
-    write_parquet(pd.concat(curves, ignore_index=True)[["curve", "cutoff", "precision", "recall"]], pr_path)
-
-    means = per_query.drop(columns=["query_id", "label", "n_relevant"]).mean()
-    summary = pd.DataFrame(
-        [
-            {
-                "k": min(k, len(database)),
-                "n_queries": len(queries),
-                "n_database": len(database),
-                "n_bits": n_bits,
-                "dim": None if n_bits is not None else database.values.shape[1],
-                "map": means["ap"],
-                "tie_aware_map": means["tie_aware_ap"],
-                "map_all": means["ap_all"],
-                "tie_aware_map_all": means["tie_aware_ap_all"],
-                "recall": means["recall"],
-                **{f"p@{p}": means[f"p@{p}"] for p in PRECISION_AT},
-                **({"holidays_map": means["holidays_ap"]} if holidays else {}),
-            }
-        ]
-    )
-    write_parquet(summary, summary_path)
-    log.info("mAP@%d %.4f (tie-aware %.4f), mAP %.4f, P@10 %.4f", summary["k"][0], summary["map"][0], summary["tie_aware_map"][0], summary["map_all"][0], summary["p@10"][0])
-    return summary
+    if approximate and descriptors.is_binary:
+        exact = index.search(queries.values, k)[1]
+        ann = make_index(database.values, n_bits=descriptors.n_bits, approximate=True)
+        recall = recall_at_k(exact, ann.search(queries.values, k)[1])
+        ann_times = time_queries(ann, queries.values, k, n_queries=n_timed, n_threads=1)
+        timing.append(pd.DataFrame({"index": "approximate", "query": np.arange(len(ann_times)), "seconds": ann_times, "recall_at_k": recall}))
+        log.info("approximate search (%r): recall@%d %.4f, median %.3f ms per query", ann, k, recall, 1e3 * np.median(ann_times))
+    return pd.concat(timing, ignore_index=True)

@@ -11,6 +11,7 @@ stages read one format.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from dataclasses import dataclass, replace
@@ -41,17 +42,51 @@ def atomic_output(path: str | os.PathLike):
     tmp = Path(tmp)
     try:
         yield tmp
+        # mkstemp creates the file private (0600); give it the mode any other new file gets.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def write_parquet(table: pa.Table | pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write a table to Parquet atomically."""
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def write_text(text: str, path: str | os.PathLike) -> None:
+    """Write a text file atomically."""
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+def write_table(frame: pd.DataFrame, path: str | os.PathLike, comments: list[str] = ()) -> None:
+    """Write a tab-separated table atomically, after ``# `` comment lines (provenance);
+    read it back with ``pandas.read_csv(path, sep="\t", comment="#")``."""
+    header = "".join(f"# {line}\n" for line in comments)
+    write_text(header + frame.to_csv(sep="\t", index=False), path)
+
+
+def write_parquet(table: pa.Table | pd.DataFrame, path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """Write a table to Parquet atomically; ``metadata`` values are stored as JSON in the schema
+    (under ``cbir.<key>``) and read back by :func:`read_metadata`."""
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table, preserve_index=False)
+    if metadata:
+        extra = {f"cbir.{key}".encode(): json.dumps(value, sort_keys=True).encode() for key, value in metadata.items()}
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
     with atomic_output(path) as tmp:
         pq.write_table(table, tmp)
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The ``metadata`` a Parquet file was written with by :func:`write_parquet`."""
+    schema = pq.read_schema(path)
+    return {key.decode()[5:]: json.loads(value) for key, value in (schema.metadata or {}).items() if key.startswith(b"cbir.") and key != _N_BITS_KEY}
 
 
 def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> pd.DataFrame:
@@ -88,11 +123,11 @@ class Descriptors:
         """The rows with the given role, in file order."""
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}; expected one of {ROLES}")
-        mask = getattr(self, role)
-        return replace(
-            self,
-            **{name: getattr(self, name)[mask] for name in ("image_id", "label", "train", "database", "query", "values")},
-        )
+        return self.subset_rows(getattr(self, role))
+
+    def subset_rows(self, rows: np.ndarray) -> "Descriptors":
+        """The rows selected by a boolean mask or an index array, in that order."""
+        return replace(self, **{name: getattr(self, name)[rows] for name in ("image_id", "label", "train", "database", "query", "values")})
 
     def index_frame(self) -> pd.DataFrame:
         """The per-image columns without the descriptor values."""

@@ -258,29 +258,55 @@ def load_head(path) -> nn.Linear:
     return head
 
 
-def train_model(model: str, features_path, start_path, options: dict, seed: int, backbone_cfg: dict, dataset_kind: str, head_path, descriptors_path, history_path) -> None:
-    """Train ``model``'s FC8 on the split's cached penultimate features; write it and its descriptors.
-
-    ``start_path`` is the FC8 of the model it starts from (None for PT and FT). PT takes the
-    pretrained backbone's own head.
+def train_models(models, features_path, options: dict, seed: int, backbone_cfg: dict, dataset_kind: str, outputs: dict, weights_path=None) -> None:
+    """Train the FC8 of each of ``models`` on the split's cached penultimate features, in the
+    order their starting points need (a model's start is trained even when not asked for);
+    write each asked-for model's FC8, descriptors and history to ``outputs[model]`` (a dict with
+    ``head``, ``descriptors`` and ``history`` paths). PT takes the pretrained backbone's own head.
     """
-    from cbir.features import load_backbone
     from cbir.io import read_descriptors, write_descriptors, write_parquet
-    from cbir.training import seed_everything
 
     features = read_descriptors(features_path)
     if features.is_binary:
         raise ValueError(f"{features_path} holds binary codes, not features")
-    start, objective = MODELS[model]
-    if model == "PT":
-        seed_everything(seed)  # the same random weights as the cached features, for weights: none
-        head, history = load_backbone(backbone_cfg, dataset_kind)[0].head, pd.DataFrame(columns=["epoch", "loss", "seconds"])
-        if head.in_features != features.values.shape[1]:
-            raise ValueError(f"the pretrained head takes {head.in_features} features, {features_path} has {features.values.shape[1]}")
-    else:
-        train = features.subset("train")
-        log.info("training %s (%s from %s) on %d cached %d-d features", model, objective, start or "scratch", len(train), train.values.shape[1])
-        head, history = train_head(load_head(start_path) if start else None, train.values, train.label, objective, options, seed)
-    save_head(head, head_path)
-    write_descriptors(descriptors_path, features.index_frame(), descriptors(head, features.values, options["normalize"]))
-    write_parquet(history, history_path)
+    train = features.subset("train")
+    heads: dict[str, nn.Linear] = {}
+    for model in _with_starts(models):
+        start, objective = MODELS[model]
+        if model == "PT":
+            head, history = pretrained_head(backbone_cfg, dataset_kind, seed, weights_path), pd.DataFrame(columns=["epoch", "loss", "seconds"])
+            if head.in_features != features.values.shape[1]:
+                raise ValueError(f"the pretrained head takes {head.in_features} features, {features_path} has {features.values.shape[1]}")
+        else:
+            log.info("training %s (%s from %s) on %d cached %d-d features", model, objective, start or "scratch", len(train), train.values.shape[1])
+            head, history = train_head(heads[start] if start else None, train.values, train.label, objective, options, seed)
+        heads[model] = head
+        if model in outputs:
+            save_head(head, outputs[model]["head"])
+            write_descriptors(outputs[model]["descriptors"], features.index_frame(), descriptors(head, features.values, options["normalize"]))
+            write_parquet(history, outputs[model]["history"])
+
+
+def _with_starts(models) -> list[str]:
+    """``models`` and the models they start from, each after its start."""
+    ordered: list[str] = []
+
+    def add(model):
+        start = MODELS[model][0]
+        if start:
+            add(start)
+        if model not in ordered:
+            ordered.append(model)
+
+    for model in models:
+        add(model)
+    return ordered
+
+
+def pretrained_head(backbone_cfg: dict, dataset_kind: str, seed: int, weights_path=None) -> nn.Linear:
+    """The pretrained network's own classifier head (PT's FC8), built as the features were."""
+    from cbir.features import load_backbone
+    from cbir.training import seed_everything
+
+    seed_everything(seed)  # the same random weights as the cached features, for weights: none
+    return load_backbone(backbone_cfg, dataset_kind, weights_path)[0].head

@@ -55,6 +55,7 @@ __all__ = [
     "relevance_from_labels",
     "score_ap_from_ranks_1",
     "tie_aware_average_precision_at_k",
+    "tie_aware_precision_at_k",
     "top_k_by_distance",
 ]
 
@@ -443,6 +444,26 @@ def _tie_aware_ap_from_groups(n: np.ndarray, r: np.ndarray, k: int, normalizatio
     value = np.divide(s_full_o + s_b, den, out=np.zeros_like(xf), where=den > 0)
     ap[cut] = np.bincount(owner, weights=p * value, minlength=len(cut))
     return ap
+
+
+def tie_aware_precision_at_k(distances: np.ndarray, relevant: np.ndarray, ks: Sequence[int]) -> np.ndarray:
+    """(Q, len(ks)) expected precision@k over uniformly random orders of equidistant items.
+
+    The groups entirely inside the top k contribute their relevant items; the group cut by
+    position k contributes its relevant fraction of the slots it gets. Without ties this equals
+    :func:`precision_at_k`. ``k`` beyond the database is clamped to it.
+    """
+    distances, relevant = _check_pair(distances, relevant)
+    n, r = _tie_groups(distances, relevant)
+    end = np.cumsum(n, axis=1)
+    start = end - n
+    out = np.empty((len(n), len(ks)))
+    for j, k in enumerate(ks):
+        k = _as_k(k, distances.shape[1])
+        inside = np.clip(k - start, 0, n)  # slots of each group within the top k
+        share = np.divide(r, n, out=np.zeros_like(r), where=n > 0)
+        out[:, j] = (inside * share).sum(1) / k
+    return out
 
 
 def tie_aware_average_precision_at_k(

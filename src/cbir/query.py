@@ -21,7 +21,7 @@ from PIL import Image
 
 from cbir.datasets import ImageReader, load_image, read_manifest, to_mode
 from cbir.io import read_descriptors
-from cbir.paths import backbone_model_path, descriptor_names, descriptor_path, manifest_path
+from cbir.paths import Layout, descriptor_names
 from cbir.training import Augment, image_tensor, seed_everything
 
 log = logging.getLogger(__name__)
@@ -49,10 +49,11 @@ def available(config: dict) -> list[tuple[str, str]]:
 
 
 class SearchEngine:
-    """A built index of one dataset and descriptor, searchable with image files."""
+    """A built index of one dataset, descriptor and repeat (seed), searchable with image files."""
 
-    def __init__(self, config: dict, dataset: str, descriptor: str):
+    def __init__(self, config: dict, dataset: str, descriptor: str, seed: int | None = None):
         from cbir.features import load_backbone
+        from cbir.models import input_normalization
         from cbir.search import make_index
 
         if dataset not in config["datasets"]:
@@ -60,40 +61,44 @@ class SearchEngine:
         if (dataset, descriptor) not in available(config):
             choices = ", ".join(d for ds, d in available(config) if ds == dataset)
             raise ValueError(f"{descriptor!r} is not a model of dataset {dataset!r}; choose one of: {choices}")
-        results = Path(config["results_dir"]) / dataset
+        seed = config["seeds"][0] if seed is None else seed
+        if seed not in config["seeds"]:
+            raise ValueError(f"seed {seed} is not one of the config's seeds ({', '.join(map(str, config['seeds']))})")
+        paths = Layout.of(config)
         kind, backbone_name = descriptor.split("/")[:2]
-        finetuned = Path(backbone_model_path(config["results_dir"], dataset, backbone_name))
+        finetuned = Path(paths.backbone(dataset, seed, backbone_name))
         backbone_cfg = config["backbones"][backbone_name]
         dataset_kind = config["datasets"][dataset]["kind"]
-        self.descriptor = descriptor
+        self.descriptor, self.seed = descriptor, seed
         self.hasher = self.head = None
         if kind == "hashing":
             from cbir.hashing.stage import load_hash_model
 
             self.layer = backbone_cfg["feature_layer"]
             weights = str(_need(finetuned))
-            self.hasher = load_hash_model(_need(results / f"{descriptor}/model.joblib"))
+            self.hasher = load_hash_model(_need(Path(paths.hashing(dataset, seed, *descriptor.split("/")[1:], "model.joblib"))))
         elif kind == "metric":
             from cbir.metric_learning import load_head
 
             self.layer = "penultimate"
-            weights = None  # the pretrained backbone, as the cached features were made
-            self.head = load_head(_need(results / f"{descriptor}/head.pt"))
+            # the pretrained backbone, as the cached features were made
+            weights = backbone_cfg["weights"].replace("{seed}", str(seed))
+            if weights not in ("none", "imagenet"):
+                weights = str(_need(Path(weights)))
+            self.head = load_head(_need(Path(paths.metric(dataset, seed, backbone_name, descriptor.split("/")[2], "head.pt"))))
             self.normalize = config["metric_learning"]["normalize"]
         else:
             self.layer = descriptor.split("/")[3]
             weights = str(_need(finetuned))
-        seed_everything(config["seed"])  # a randomly initialised backbone is the one the pipeline used
+        seed_everything(seed)  # a randomly initialised backbone is the one the pipeline used
         self.backbone, self.mode = load_backbone(backbone_cfg, dataset_kind, weights)
         self.backbone.eval()
         self.size = backbone_cfg["input_size"]
-        from cbir.models import input_normalization
-
         self.augment = Augment(*input_normalization(backbone_cfg["arch"], len(self.mode)), flip=False)
-        database = read_descriptors(_need(Path(descriptor_path(config["results_dir"], dataset, descriptor)))).subset("database")
+        database = read_descriptors(_need(Path(paths.descriptor(dataset, seed, descriptor)))).subset("database")
         self.database = database
         self.index = make_index(database.values, n_bits=database.n_bits)
-        manifest = read_manifest(_need(Path(manifest_path(dataset))))
+        manifest = read_manifest(_need(Path(paths.manifest(dataset))))
         self.manifest = manifest.set_index("image_id").loc[database.image_id].reset_index()
         self.reader = ImageReader(self.manifest, self.mode)
 

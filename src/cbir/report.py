@@ -1,91 +1,110 @@
-"""The papers' tables and figures, built from the evaluation stage's files.
+"""The papers' tables and figures, from the evaluation files of every repeat (seed).
 
-Tables are written as CSV (numbers, for machines) and Markdown (rounded, for people); figures as
-PNG through seaborn. Every number in a table comes from a ``summary.parquet`` or ``timing.parquet``
-of the evaluation and retrieval stages, gathered by :func:`collect`, except the rows marked
-``quoted``: published numbers of other methods, copied from their papers for comparison.
+``collect`` gathers each (dataset, seed, descriptor) summary into one row per ground truth;
+``aggregate`` turns the repeats into ``results.tsv``: per number its mean, standard deviation
+(over seeds, ddof = 1), n and the values themselves. Every table is derived from that file, so
+the tables, the README (``cbir readme``) and ``cbir compare`` read the same numbers. Tables are
+written as TSV (numbers, with provenance comment lines) and Markdown ("mean ± sd", for people);
+figures as PNG through seaborn, showing the spread over seeds.
+
+Rows marked ``quoted`` are published numbers copied from the first paper's Table II, for
+comparison only: other features and, for CNNH/CNNH+, another protocol.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 
-from cbir.io import read_parquet
+from cbir.io import read_metadata, read_parquet, write_parquet, write_table, write_text
+from cbir.paths import parse_descriptor
 
 log = logging.getLogger(__name__)
 
-METHOD_NAMES = {"ba": "BA", "itq": "ITQ", "pcah": "PCAH", "lsh": "LSH", "sh": "SH", "euclidean": "Euclidean (no hashing)"}
+METHOD_NAMES = {"ba": "BA", "itq": "ITQ", "pcah": "PCAH", "lsh": "LSH", "sh": "SH", "cca_itq": "CCA-ITQ", "ssdh": "SSDH", "euclidean": "Euclidean (no hashing)"}
+GROUND_TRUTH_NAMES = {"labels": "class labels", "neighbours": "Euclidean neighbours"}
+KEYS = ["dataset", "kind", "pipeline", "backbone", "method", "bits", "ground_truth", "metric"]
+#: Per-query means that are fractions; results.tsv holds them in percent, as the papers print them.
+FRACTIONS = ("map", "tie_aware_map", "map_all", "tie_aware_map_all", "recall", "holidays_map", "ann_recall")
 
-#: Published mAP (%) quoted for comparison: (dataset kind, method, bits) -> value, with sources.
-#: BA (CNN) is the first paper's own result; CNNH and CNNH+ are from Xia et al., "Supervised
-#: hashing for image retrieval via image representation learning", AAAI 2014, whose protocol
-#: differs (mAP over the whole database, 1,000 queries), hence "quoted", not "measured".
+#: The first paper's Table II as printed: mAP@1000 (%) at 12/24/32/48 bits (None: not reported).
+QUOTED_SOURCE = "quoted (first paper's Table II)"
 PUBLISHED = pd.DataFrame(
     [
-        *[("cifar10", "BA (CNN), published", b, v) for b, v in zip((12, 24, 32, 48), (93.84, 92.55, 91.99, 92.98))],
-        *[("mnist", "BA (CNN), published", b, v) for b, v in zip((12, 24, 32, 48), (98.16, 97.66, 97.51, 97.19))],
-        *[("cifar10", "CNNH, quoted", b, v) for b, v in zip((12, 24, 32, 48), (43.9, 51.1, 50.9, 52.2))],
-        *[("cifar10", "CNNH+, quoted", b, v) for b, v in zip((12, 24, 32, 48), (46.5, 52.1, 52.1, 53.2))],
-        *[("mnist", "CNNH, quoted", b, v) for b, v in zip((12, 24, 32, 48), (95.7, 96.3, 95.6, 96.0))],
-        *[("mnist", "CNNH+, quoted", b, v) for b, v in zip((12, 24, 32, 48), (96.9, 97.5, 97.1, 97.5))],
+        (kind, method, bits, value)
+        for kind, method, values in [
+            ("cifar10", "CNNH", (43.9, 51.1, 50.9, 52.2)),
+            ("cifar10", "CNNH+", (55.2, 56.6, 55.8, 58.1)),
+            ("cifar10", "Peng et al.", (83.85, 84.50, 85.07, 85.56)),
+            ("cifar10", "SSDH", (90.59, None, 90.63, 91.45)),
+            ("cifar10", "BA (first paper)", (93.84, 92.55, 91.99, 92.98)),
+            ("mnist", "CNNH", (95.7, 96.3, 95.6, 96.0)),
+            ("mnist", "CNNH+", (96.9, 97.5, 97.1, 97.5)),
+            ("mnist", "SSDH", (99.31, None, 99.37, 99.39)),
+            ("mnist", "BA (first paper)", (98.16, 97.66, 97.51, 97.19)),
+        ]
+        for bits, value in zip((12, 24, 32, 48), values)
     ],
-    columns=["kind", "method", "bits", "map_percent"],
+    columns=["kind", "method", "bits", "mean"],
 )
 
 
 # --------------------------------------------------------------------------------------------
-# Collecting the evaluation files
+# Collecting and aggregating the evaluation files
 # --------------------------------------------------------------------------------------------
 
 
-def parse_descriptor(descriptor: str) -> dict:
-    """``hashing/<backbone>/<method>/<bits>``, ``metric/<backbone>/<model>`` or
-    ``features/<backbone>/<stage>/<layer>`` as fields."""
-    parts = descriptor.split("/")
-    if parts[0] == "hashing" and len(parts) == 4:
-        return {"pipeline": "hashing", "backbone": parts[1], "method": parts[2], "bits": int(parts[3])}
-    if parts[0] == "metric" and len(parts) == 3:
-        return {"pipeline": "metric", "backbone": parts[1], "method": parts[2], "bits": None}
-    if parts[0] == "features" and len(parts) == 4:
-        return {"pipeline": "features", "backbone": parts[1], "method": "euclidean", "bits": None}
-    raise ValueError(f"not a descriptor name: {descriptor!r}")
-
-
 def collect(entries: list[dict]) -> pd.DataFrame:
-    """One row per evaluated descriptor: its fields, its mean metrics and its search time.
-
-    ``entries`` are dicts with ``dataset``, ``kind`` (the dataset kind), ``descriptor``,
-    ``summary`` and ``timing`` (paths of the evaluation and retrieval files).
-    """
+    """One row per (dataset, seed, descriptor, ground truth): its fields, mean metrics and search
+    time. ``entries`` are dicts with ``dataset``, ``seed``, ``kind``, ``descriptor``, ``summary``
+    and ``timing`` (paths of the evaluation files)."""
     rows = []
     for entry in entries:
-        summary = read_parquet(entry["summary"]).iloc[0].to_dict()
         timing = read_parquet(entry["timing"])
-        times = timing.loc[timing["index"] == "exact", "seconds"].to_numpy()
+        exact = timing.loc[timing["index"] == "exact", "seconds"].to_numpy()
         approximate = timing[timing["index"] == "approximate"]
-        rows.append(
-            {
-                "dataset": entry["dataset"],
-                "kind": entry["kind"],
-                "descriptor": entry["descriptor"],
-                **parse_descriptor(entry["descriptor"]),
-                **summary,
-                "time_median_ms": 1e3 * float(np.median(times)),
-                "time_p95_ms": 1e3 * float(np.percentile(times, 95)),
-                "ann_time_median_ms": 1e3 * float(approximate["seconds"].median()) if len(approximate) else np.nan,
-                "ann_recall": float(approximate["recall_at_k"].iloc[0]) if len(approximate) else np.nan,
-            }
-        )
+        times = {
+            "time_median_ms": 1e3 * float(np.median(exact)),
+            "time_p95_ms": 1e3 * float(np.percentile(exact, 95)),
+            "ann_time_median_ms": 1e3 * float(approximate["seconds"].median()) if len(approximate) else np.nan,
+            "ann_recall": float(approximate["recall_at_k"].iloc[0]) if len(approximate) else np.nan,
+        }
+        fields = {key: entry[key] for key in ("dataset", "seed", "kind", "descriptor")}
+        for summary in read_parquet(entry["summary"]).to_dict("records"):
+            rows.append({**fields, **parse_descriptor(entry["descriptor"]), **summary, **times})
     frame = pd.DataFrame(rows)
+    frame["bits"] = frame["bits"].astype("Int64")
+    return frame
+
+
+def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sd, n and the per-seed values of every number, over the seeds (long format).
+
+    Ranking metrics are in percent; search times (ms) are listed under ground truth ``-``, as
+    they do not depend on it.
+    """
+    ranking = [c for c in metrics.columns if c in FRACTIONS or c.startswith(("p@", "tie_aware_p@"))]
+    timing = [c for c in ("time_median_ms", "time_p95_ms", "ann_time_median_ms") if c in metrics]
+    ids = ["dataset", "kind", "pipeline", "backbone", "method", "bits", "ground_truth", "seed"]
+    scored = metrics.melt(id_vars=ids, value_vars=ranking, var_name="metric", value_name="value")
+    scored["value"] *= 100
+    timed = metrics[metrics["ground_truth"] == "labels"].assign(ground_truth="-").melt(id_vars=ids, value_vars=timing, var_name="metric", value_name="value")
+    long = pd.concat([scored, timed], ignore_index=True).dropna(subset=["value"]).sort_values("seed")
+    grouped = long.groupby(KEYS, dropna=False, sort=False)
+    results = grouped["value"].agg(mean="mean", sd=lambda v: v.std(ddof=1) if len(v) > 1 else np.nan, n="count").reset_index()
+    results["values"] = grouped["value"].agg(lambda v: ";".join(f"{x:.6g}" for x in v)).to_numpy()
+    results["seeds"] = grouped["seed"].agg(lambda v: ";".join(map(str, v))).to_numpy()
+    results["unit"] = np.where(results["metric"].str.endswith("_ms"), "ms", "%")
+    results["bits"] = results["bits"].astype("Int64")
+    return results.sort_values(KEYS, kind="stable").reset_index(drop=True)
+
+
+def read_results(path) -> pd.DataFrame:
+    """A ``results.tsv`` written by :func:`write_report` (or published with ``cbir publish``)."""
+    frame = pd.read_csv(path, sep="\t", comment="#", dtype={"values": str, "seeds": str, "ground_truth": str}, keep_default_na=False, na_values=[""])
     frame["bits"] = frame["bits"].astype("Int64")
     return frame
 
@@ -95,6 +114,13 @@ def collect(entries: list[dict]) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 
 
+def mean_sd(mean: float, sd: float, digits: int = 2) -> str:
+    """``12.34 ± 0.56``; a single repeat has no sd and shows ``± –``."""
+    if pd.isna(mean):
+        return ""
+    return f"{mean:.{digits}f} ± {'–' if pd.isna(sd) else f'{sd:.{digits}f}'}"
+
+
 def markdown(table: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table of already formatted cells."""
     lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "|".join(" --- " for _ in table.columns) + "|"]
@@ -102,164 +128,169 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_table(table: pd.DataFrame, csv_path, markdown_path, title: str, note: str = "", digits: int = 2) -> None:
-    """The table as CSV (full precision) and as a Markdown file with a title and a note."""
-    Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(csv_path, index=False)
-    shown = table.copy()
-    for column in shown.columns:
-        if pd.api.types.is_float_dtype(shown[column]):
-            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.{digits}f}")
-    text = f"### {title}\n\n{markdown(shown)}\n"
-    Path(markdown_path).write_text(text + (f"\n{note}\n" if note else ""))
+def _select(results: pd.DataFrame, **conditions) -> pd.DataFrame:
+    mask = np.ones(len(results), dtype=bool)
+    for column, value in conditions.items():
+        mask &= results[column].isin(value if isinstance(value, (list, tuple, set)) else [value]).to_numpy()
+    return results[mask]
 
 
-def ba_table(metrics: pd.DataFrame, method: str = "ba") -> pd.DataFrame:
-    """Table I: mAP@k (%) of one hashing method per dataset, backbone and code length,
-    conventional and tie-aware."""
-    rows = metrics[(metrics["pipeline"] == "hashing") & (metrics["method"] == method)]
-    table = rows.assign(map=100 * rows["map"], tie_aware_map=100 * rows["tie_aware_map"])
-    return table[["dataset", "backbone", "bits", "k", "map", "tie_aware_map"]].sort_values(["dataset", "backbone", "bits"]).reset_index(drop=True)
+def _repeats(rows: pd.DataFrame) -> str:
+    counts = sorted(set(rows["n"].astype(int)))
+    return f"n = {', '.join(map(str, counts))} seed{'s' if counts != [1] else ''}"
 
 
-def methods_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Table II: mAP@k (%) of every measured hashing method per dataset and code length
-    (tie-aware beside it), Euclidean search on the unhashed features, and quoted published
-    numbers for the datasets of the first paper."""
-    hashing = metrics[metrics["pipeline"] == "hashing"]
-    measured = hashing.assign(
-        method=hashing["method"].map(METHOD_NAMES).fillna(hashing["method"]),
-        source="measured",
-        map=100 * hashing["map"],
-        tie_aware_map=100 * hashing["tie_aware_map"],
-    )[["dataset", "backbone", "method", "source", "bits", "map", "tie_aware_map"]]
-    # The unhashed features, at every code length for side-by-side reading.
-    features = metrics[metrics["pipeline"] == "features"]
-    reference = [
-        pd.DataFrame(
-            {"dataset": row.dataset, "backbone": row.backbone, "method": METHOD_NAMES["euclidean"], "source": "measured", "bits": sorted(hashing.loc[hashing["dataset"] == row.dataset, "bits"].unique()), "map": 100 * row.map, "tie_aware_map": 100 * row.tie_aware_map}
-        )
-        for row in features.itertuples()
-    ]
-    quoted = [
-        PUBLISHED[PUBLISHED["kind"] == kind].assign(dataset=dataset, backbone="", source="quoted", tie_aware_map=np.nan).rename(columns={"map_percent": "map"})
-        for dataset, kind in metrics[["dataset", "kind"]].drop_duplicates().itertuples(index=False)
-        if dataset in set(hashing["dataset"])
-    ]
-    table = pd.concat([measured, *reference, *[q.drop(columns="kind") for q in quoted]], ignore_index=True)
-    table["bits"] = table["bits"].astype(int)
-    return table.sort_values(["dataset", "source", "method", "bits"], kind="stable").reset_index(drop=True)[["dataset", "backbone", "method", "source", "bits", "map", "tie_aware_map"]]
+def headline_metric(ground_truth: str) -> str:
+    """The number Table II shows: mAP@k on labels (the first paper); on neighbours, the tie-aware
+    precision at K, K the number of true neighbours (the binary autoencoder paper)."""
+    return "map" if ground_truth == "labels" else "tie_aware_p@K"
 
 
-def wide(table: pd.DataFrame, index: list[str], value: str = "map") -> pd.DataFrame:
-    """One column per code length: how the papers print their tables."""
-    out = table.pivot_table(index=index, columns="bits", values=value, aggfunc="first", sort=False)
-    out.columns = [f"{b} bits" for b in out.columns]
-    return out.reset_index()
+def hashing_table(results: pd.DataFrame, ground_truth: str, metric: str, quoted: bool = True) -> pd.DataFrame:
+    """Table II layout: one row per dataset and method, one "mean ± sd" column per code length;
+    Euclidean search on the unhashed features at every length; quoted rows where they apply."""
+    rows = _select(results, pipeline=["hashing", "features"], ground_truth=ground_truth, metric=metric)
+    bits = sorted(rows.loc[rows["pipeline"] == "hashing", "bits"].dropna().unique())
+    out = []
+    for (dataset, kind, backbone, method), group in rows.groupby(["dataset", "kind", "backbone", "method"], sort=False):
+        cells = {f"{b} bits": mean_sd(r.mean, r.sd) for r in group.itertuples() for b in ([r.bits] if not pd.isna(r.bits) else bits)}
+        out.append({"dataset": dataset, "method": METHOD_NAMES.get(method, method), "backbone": backbone, **cells})
+    if quoted and metric == "map" and ground_truth == "labels":
+        for (dataset, kind), _ in rows.groupby(["dataset", "kind"], sort=False):
+            for method, group in PUBLISHED[PUBLISHED["kind"] == kind].groupby("method", sort=False):
+                cells = {f"{r.bits} bits": ("–" if pd.isna(r.mean) else f"{r.mean:.2f}") for r in group.itertuples() if r.bits in bits}
+                out.append({"dataset": dataset, "method": f"{method}, {QUOTED_SOURCE}", "backbone": "", **cells})
+    return pd.DataFrame(out, columns=["dataset", "method", "backbone", *[f"{b} bits" for b in bits]])
 
 
-def metric_learning_table(metrics: pd.DataFrame, models: list[str]) -> pd.DataFrame:
-    """The second paper's results: per dataset and model, precision@k, mAP (whole database and
-    @k, with tie-aware), Holidays mAP where it applies, and search time per query."""
-    rows = metrics[metrics["pipeline"] == "metric"].copy()
-    rows["order"] = rows["method"].map({m: i for i, m in enumerate(models)})
-    columns = ["dataset", "backbone", "method", "p@1", "p@5", "p@10", "p@20", "p@50", "p@100", "map_all", "tie_aware_map_all", "map", "tie_aware_map", "time_median_ms", "time_p95_ms"]
-    if "holidays_map" in rows:
-        columns.insert(columns.index("map"), "holidays_map")
-    table = rows.sort_values(["dataset", "backbone", "order"])[columns].rename(columns={"method": "model"})
-    for column in table.columns:
-        if column.startswith(("p@", "map", "tie_aware", "holidays")):
-            table[column] = 100 * table[column]
-    return table.reset_index(drop=True)
+def metric_learning_table(results: pd.DataFrame, models: list[str]) -> pd.DataFrame:
+    """The second paper's results: per dataset and model, precision@10, mAP over the whole
+    database, mAP@k (class labels), Holidays mAP where it applies, and search time per query."""
+    rows = _select(results, pipeline="metric", ground_truth=["labels", "-"])
+    columns = {"p@10": "P@10 (%)", "map_all": "mAP (%)", "tie_aware_map_all": "tie-aware mAP (%)", "map": "mAP@k (%)", "holidays_map": "Holidays mAP (%)", "time_median_ms": "ms per query"}
+    out = []
+    for (dataset, backbone, method), group in rows.groupby(["dataset", "backbone", "method"], sort=False):
+        values = {columns[m]: mean_sd(r.mean, r.sd, 3 if m.endswith("_ms") else 2) for m, r in zip(group["metric"], group.itertuples()) if m in columns}
+        out.append({"dataset": dataset, "backbone": backbone, "model": method, **values})
+    table = pd.DataFrame(out)
+    table["order"] = table["model"].map({m: i for i, m in enumerate(models)})
+    ordered = [c for c in ["dataset", "backbone", "model", *columns.values()] if c in table]
+    return table.sort_values(["dataset", "backbone", "order"])[ordered].reset_index(drop=True)
 
 
-def timing_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Search time per query (median and 95th percentile, ms) of every descriptor: the second
-    paper's Table 1, extended to the hashing methods."""
-    table = metrics.assign(method=metrics["method"].map(METHOD_NAMES).fillna(metrics["method"]))
-    columns = ["dataset", "pipeline", "backbone", "method", "bits", "dim", "n_database", "time_median_ms", "time_p95_ms"]
-    if table["ann_recall"].notna().any():
-        columns += ["ann_time_median_ms", "ann_recall"]
-    table = table[columns].astype({"bits": "Int64", "dim": "Int64"})  # counts, blank where not applicable
-    return table.sort_values(["dataset", "pipeline", "backbone", "method", "bits"]).reset_index(drop=True)
+def timing_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Search time per query (median over queries, ms; mean ± sd over seeds) of every descriptor:
+    the second paper's Table 1, extended to the hashing methods."""
+    rows = _select(results, metric=["time_median_ms", "time_p95_ms", "ann_time_median_ms"])
+    out = []
+    for (dataset, pipeline, backbone, method, bits), group in rows.groupby(["dataset", "pipeline", "backbone", "method", "bits"], sort=True, dropna=False):
+        values = {m: mean_sd(r.mean, r.sd, 3) for m, r in zip(group["metric"], group.itertuples())}
+        out.append({"dataset": dataset, "pipeline": pipeline, "backbone": backbone, "method": METHOD_NAMES.get(method, method), "bits": "" if pd.isna(bits) else int(bits), "median ms": values.get("time_median_ms"), "p95 ms": values.get("time_p95_ms"), **({"approximate median ms": values["ann_time_median_ms"]} if "ann_time_median_ms" in values else {})})
+    return pd.DataFrame(out)
 
 
 # --------------------------------------------------------------------------------------------
 # Figures
 # --------------------------------------------------------------------------------------------
 
-sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
+
+def _plotting():
+    """matplotlib (files only, no display) and seaborn, imported when a figure is drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
+    return plt, sns
 
 
 def _save(figure, path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=150, bbox_inches="tight")
+    from cbir.io import atomic_output
+
+    plt, _ = _plotting()
+    with atomic_output(path) as tmp:
+        figure.savefig(tmp, dpi=150, bbox_inches="tight", format="png")
     plt.close(figure)
 
 
-def finetune_figure(histories: dict[str, pd.DataFrame], path) -> None:
-    """Fig. 4: training and validation accuracy per epoch, one panel per dataset/backbone."""
+def finetune_figure(histories: pd.DataFrame, path) -> None:
+    """Fig. 4: training and validation accuracy per epoch (mean and sd band over seeds), one
+    panel per dataset and backbone. ``histories`` has columns run, seed and the history's."""
+    _, sns = _plotting()
     frames = []
-    for name, history in histories.items():
-        for column, label in (("train_accuracy", "training"), ("val_accuracy", "validation")):
-            if history[column].notna().any():
-                frames.append(pd.DataFrame({"run": name, "epoch": history["epoch"], "accuracy (%)": 100 * history[column], "set": label}))
+    for column, label in (("train_accuracy", "training"), ("val_accuracy", "validation")):
+        part = histories[histories[column].notna()]
+        frames.append(pd.DataFrame({"run": part["run"], "seed": part["seed"], "epoch": part["epoch"], "accuracy (%)": 100 * part[column], "set": label}))
     data = pd.concat(frames, ignore_index=True)
-    grid = sns.relplot(data=data, x="epoch", y="accuracy (%)", hue="set", col="run", kind="line", marker="o", col_wrap=min(3, len(histories)), height=3.2, aspect=1.25, facet_kws={"sharey": False})
+    n_runs = data["run"].nunique()
+    grid = sns.relplot(data=data, x="epoch", y="accuracy (%)", hue="set", col="run", kind="line", marker="o", errorbar="sd", col_wrap=min(3, n_runs), height=3.2, aspect=1.25, facet_kws={"sharey": False})
     grid.set_titles("{col_name}")
-    grid.figure.suptitle("Fine-tuning accuracy per epoch", y=1.03)
+    grid.figure.suptitle(f"Fine-tuning accuracy per epoch (mean ± sd over {data['seed'].nunique()} seeds)", y=1.03)
     _save(grid.figure, path)
 
 
-def ba_objective_figure(traces: dict[tuple[str, int], pd.DataFrame], path) -> None:
+def ba_objective_figure(traces: pd.DataFrame, path) -> None:
     """Fig. 5: the binary autoencoder's objective E_Q and the reconstruction error of its hash
-    function's own codes per MAC iteration, one line per code length."""
-    frames = [trace.assign(dataset=dataset, bits=f"{bits} bits") for (dataset, bits), trace in traces.items() if len(trace)]
-    data = pd.concat(frames, ignore_index=True)
-    datasets = list(dict.fromkeys(data["dataset"]))
-    figure, axes = plt.subplots(2, len(datasets), figsize=(4.2 * len(datasets), 6.4), squeeze=False)
-    for column, dataset in enumerate(datasets):
-        subset = data[data["dataset"] == dataset]
-        sns.lineplot(data=subset, x="iteration", y="E_Q_z", hue="bits", marker="o", ax=axes[0, column])
-        sns.lineplot(data=subset, x="iteration", y="recon_h", hue="bits", marker="o", ax=axes[1, column], legend=False)
-        axes[0, column].set(title=dataset, ylabel="objective E_Q(h, f, Z; μ)", xlabel="")
+    function's own codes per MAC iteration, one line per code length (sd band over seeds).
+    ``traces`` has columns run, seed, bits and the trace's."""
+    plt, sns = _plotting()
+    data = traces.assign(bits=traces["bits"].map(lambda b: f"{b} bits"))
+    runs = list(dict.fromkeys(data["run"]))
+    figure, axes = plt.subplots(2, len(runs), figsize=(4.2 * len(runs), 6.4), squeeze=False)
+    for column, run in enumerate(runs):
+        subset = data[data["run"] == run]
+        sns.lineplot(data=subset, x="iteration", y="E_Q_z", hue="bits", marker="o", errorbar="sd", ax=axes[0, column])
+        sns.lineplot(data=subset, x="iteration", y="recon_h", hue="bits", marker="o", errorbar="sd", ax=axes[1, column], legend=False)
+        axes[0, column].set(title=run, ylabel="objective E_Q(h, f, Z; μ)", xlabel="")
         axes[1, column].set(ylabel="reconstruction error of h(X)\n(mean squared, per image)", xlabel="MAC iteration (μ grows each iteration)")
         axes[0, column].get_legend().remove()
     # one legend beside the panels: inside, it hides the curves
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    figure.suptitle("Binary autoencoder training", y=1.0)
+    figure.suptitle(f"Binary autoencoder training (mean ± sd over {data['seed'].nunique()} seeds)", y=1.0)
     figure.tight_layout()
     figure.legend(handles, labels, title="code length", loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     _save(figure, path)
 
 
-def pr_figure(curves: dict[tuple[str, str, int], pd.DataFrame], path, curve: str = "hamming-radius") -> None:
-    """Fig. 6: precision-recall curves per code length (Hamming-radius sweep by default), one
-    panel per dataset and hashing method."""
-    frames = [c[c["curve"] == curve].assign(dataset=d, method=METHOD_NAMES.get(m, m), bits=f"{b} bits") for (d, m, b), c in curves.items()]
-    data = pd.concat(frames, ignore_index=True).dropna(subset=["precision"])
-    grid = sns.relplot(data=data, x="recall", y="precision", hue="bits", col="method", row="dataset", kind="line", marker=".", height=3.0, aspect=1.1, facet_kws={"sharex": True, "sharey": True}, sort=False)
+def pr_figure(curves: pd.DataFrame, path, curve: str = "hamming-radius") -> None:
+    """Fig. 6: precision-recall curves per code length (Hamming-radius sweep), one panel per
+    dataset, ground truth and hashing method; one thin line per seed shows the spread."""
+    _, sns = _plotting()
+    data = curves[curves["curve"] == curve].dropna(subset=["precision"])
+    data = data.assign(
+        method=data["method"].map(lambda m: METHOD_NAMES.get(m, m)),
+        bits=data["bits"].map(lambda b: f"{b} bits"),
+        row=data["dataset"] + " · " + data["ground_truth"].map(GROUND_TRUTH_NAMES),
+    )
+    grid = sns.relplot(data=data, x="recall", y="precision", hue="bits", col="method", row="row", kind="line", units="seed", estimator=None, sort=False, linewidth=1, height=3.0, aspect=1.1, facet_kws={"sharex": True, "sharey": True})
     grid.set_titles("{row_name} · {col_name}")
     grid.set(xlim=(0, 1.02), ylim=(0, 1.02))
-    grid.figure.suptitle("Precision–recall by Hamming radius" if curve == "hamming-radius" else "Precision–recall by number retrieved", y=1.02)
+    grid.figure.suptitle("Precision–recall by Hamming radius (one line per seed)", y=1.02)
     _save(grid.figure, path)
 
 
-def metric_figures(metrics: pd.DataFrame, curves: dict[tuple[str, str], pd.DataFrame], models: list[str], precision_path, map_path) -> None:
-    """Figs. 8-9 of the second paper: precision at k and mAP of the eight models per dataset."""
-    frames = [c[c["curve"] == "top-k"].assign(dataset=d, model=m) for (d, m), c in curves.items()]
-    data = pd.concat(frames, ignore_index=True)
-    data = data[data["cutoff"] <= 100].assign(precision=lambda f: 100 * f["precision"])
-    grid = sns.relplot(data=data, x="cutoff", y="precision", hue="model", hue_order=models, style="model", style_order=models, col="dataset", kind="line", markers=True, dashes=True, height=3.4, aspect=1.2)
+def metric_figures(results: pd.DataFrame, curves: pd.DataFrame, models: list[str], precision_path, map_path) -> None:
+    """Figs. 8-9 of the second paper: precision at k and mAP of the models per dataset (class
+    labels), mean and sd over seeds."""
+    _, sns = _plotting()
+    data = curves[(curves["curve"] == "top-k") & (curves["cutoff"] <= 100)].assign(precision=lambda f: 100 * f["precision"])
+    grid = sns.relplot(data=data, x="cutoff", y="precision", hue="method", hue_order=models, style="method", style_order=models, col="dataset", kind="line", markers=True, dashes=True, errorbar="sd", height=3.4, aspect=1.2)
     grid.set(xscale="log", xlabel="number of images retrieved (k)", ylabel="precision@k (%)")
     grid.set_titles("{col_name}")
+    grid.legend.set_title("model")
     _save(grid.figure, precision_path)
 
-    rows = metrics[metrics["pipeline"] == "metric"]
-    long = rows.melt(id_vars=["dataset", "method"], value_vars=["map_all", "tie_aware_map_all"], var_name="measure", value_name="mAP (%)")
-    long["mAP (%)"] *= 100
-    long["measure"] = long["measure"].map({"map_all": "mAP", "tie_aware_map_all": "tie-aware mAP"})
-    grid = sns.catplot(data=long, x="method", y="mAP (%)", hue="measure", col="dataset", kind="bar", order=models, height=3.4, aspect=1.5)
+    rows = _select(results, pipeline="metric", ground_truth="labels", metric=["map_all", "tie_aware_map_all"])
+    long = pd.DataFrame(
+        [
+            {"dataset": r.dataset, "model": r.method, "measure": {"map_all": "mAP", "tie_aware_map_all": "tie-aware mAP"}[r.metric], "mAP (%)": float(v)}
+            for r in rows.itertuples()
+            for v in str(r.values).split(";")
+        ]
+    )
+    grid = sns.catplot(data=long, x="model", y="mAP (%)", hue="measure", col="dataset", kind="bar", order=models, errorbar="sd", height=3.4, aspect=1.5)
     grid.set_xticklabels(rotation=35, ha="right")
     grid.set(xlabel="")
     grid.set_titles("{col_name}")
@@ -272,6 +303,7 @@ def contact_sheet(rows: list, path, mode: str, title: str) -> None:
     ``rows`` holds ``(query image, caption, results)`` with ``results`` a list of
     ``(image, caption, relevant)``; ``relevant`` True frames a result green, False red, None grey.
     """
+    plt, _ = _plotting()
     n_columns = 1 + max(len(results) for _, _, results in rows)
     figure, axes = plt.subplots(len(rows), n_columns, figsize=(1.15 * n_columns, 1.35 * len(rows)), squeeze=False)
     cmap = "gray" if mode == "L" else None
@@ -320,41 +352,100 @@ def top10_figure(ranking: pd.DataFrame, manifest: pd.DataFrame, mode: str, path,
 
 
 # --------------------------------------------------------------------------------------------
-# Stage functions: what the report rules run
+# The report stage
 # --------------------------------------------------------------------------------------------
 
 
-def hashing_tables(metrics_path, table1_csv, table1_md, table2_csv, table2_md) -> None:
-    """Tables I and II of the first paper from the collected metrics."""
-    metrics = read_parquet(metrics_path)
+def run_provenance(run: dict, summaries: list[str]) -> dict:
+    """The report's provenance: this run's record, and the distinct commits, devices and versions
+    of the jobs that wrote the evaluation files."""
+    jobs = [read_metadata(path).get("provenance") for path in summaries]
+    jobs = [job for job in jobs if job]
+
+    def distinct(key):
+        return sorted({str(job.get(key)) for job in jobs})
+
+    return {
+        **run,
+        "evaluated_by": {
+            "commits": distinct("commit"),
+            "dirty": sorted({bool(job.get("dirty")) for job in jobs}),
+            "cpus": sorted({f"{job['cpu']['model']} [{' '.join(job['cpu']['isa'])}]" for job in jobs}),
+            "gpus": sorted({gpu for job in jobs for gpu in job.get("gpus", [])}),
+            "hosts": distinct("host"),
+            "first": min((job["time"] for job in jobs), default=None),
+            "last": max((job["time"] for job in jobs), default=None),
+        },
+    }
+
+
+def _write_markdown(path, title: str, table: pd.DataFrame, note: str, record: dict) -> None:
+    from cbir.provenance import describe
+
+    write_text(f"### {title}\n\n{markdown(table)}\n\n{note}\n\nProvenance: {describe(record)}.\n", path)
+
+
+def write_report(entries, histories, traces, showcases, models: list[str], n_neighbours: int, record: dict, out: dict) -> None:
+    """Every table and figure of a configuration.
+
+    ``entries``: the evaluated descriptors (see :func:`collect`) with their ``pr`` curve paths;
+    ``histories``/``traces``: dicts with ``run``, ``seed`` (and ``bits``) and ``path`` of the
+    fine-tuning histories and BA traces; ``showcases``: per dataset ``ranking``, ``manifest``,
+    ``mode``, ``descriptor``; ``record``: this run's provenance; ``out``: output paths by name
+    (see workflow/rules/report.smk).
+    """
+    from cbir.provenance import describe
+
+    metrics = collect(entries)
+    record = run_provenance(record, [e["summary"] for e in entries])
+    write_text(json.dumps(record, indent=2) + "\n", out["provenance"])
+    comments = [f"provenance: {describe(record)}"]
+    write_parquet(metrics, out["metrics"], metadata={"provenance": record})
+    results = aggregate(metrics)
+    write_table(results, out["results"], comments)
     k = int(metrics["k"].max())
-    table1 = ba_table(metrics)
-    write_table(table1, table1_csv, table1_md, f"Table I: binary autoencoder mAP@{k} (%)", "Columns `map` (ties broken by database order, as faiss does) and `tie_aware_map` (expected AP over random orders of tied items).")
-    table2 = methods_table(metrics)
-    table2.to_csv(table2_csv, index=False)
-    quoted = table2["source"] == "quoted"
-    shown = wide(table2.assign(method=table2["method"] + np.where(quoted, " †", "")), ["dataset", "method"])
-    shown_tie_aware = wide(table2[~quoted], ["dataset", "method"], "tie_aware_map")
-    note = f"mAP@{k} of the methods measured on this pipeline's features"
-    if quoted.any():
-        note += "; † quoted from the literature (other features and protocol: mAP over the whole database), for orientation only"
-    text = (
-        f"### Table II: hashing methods, mAP (%)\n\n{markdown(_formatted(shown))}\n\n{note}.\n\n"
-        f"Tie-aware mAP@{k} of the measured methods:\n\n{markdown(_formatted(shown_tie_aware))}\n"
-    )
-    Path(table2_md).write_text(text)
+    repeats = _repeats(results)
 
+    if "table2" in out:
+        ba = _select(results, method="ba", metric=["map", "tie_aware_map", "tie_aware_p@K"])
+        write_table(ba, out["table1"], comments)
+        shown = ba.assign(value=[mean_sd(m, s) for m, s in zip(ba["mean"], ba["sd"])])
+        shown = shown.pivot_table(index=["dataset", "backbone", "ground_truth", "metric"], columns="bits", values="value", aggfunc="first").reset_index()
+        shown.columns = [f"{c} bits" if isinstance(c, (int, np.integer)) else c for c in shown.columns]
+        _write_markdown(out["table1_md"], f"Table I: binary autoencoder (mean ± sd, {repeats})", shown, f"`map`: mAP@{k}; `tie_aware_map`: its expectation over random orders of tied items; `tie_aware_p@K`: tie-aware precision at K = {n_neighbours}, the number of true neighbours.", record)
+        parts, texts = [], []
+        for ground_truth in ("labels", "neighbours"):
+            metric = headline_metric(ground_truth)
+            table = hashing_table(results, ground_truth, metric)
+            if len(table):
+                parts.append(_select(results, pipeline=["hashing", "features"], ground_truth=ground_truth, metric=metric))
+                name = f"mAP@{k}" if metric == "map" else f"tie-aware precision@{n_neighbours}"
+                texts.append(f"Ground truth: {GROUND_TRUTH_NAMES[ground_truth]} — {name} (%), mean ± sd ({repeats}):\n\n{markdown(table)}")
+        write_table(pd.concat(parts, ignore_index=True), out["table2"], comments)
+        note = (
+            f"Class labels: the first paper's protocol (mAP@{k}); Euclidean neighbours: a query's {n_neighbours} nearest database items in the "
+            "hashed feature space, the binary autoencoder paper's protocol. Rows marked quoted are copied from the first paper's Table II "
+            "(other features; CNNH/CNNH+ under another protocol), for orientation only."
+        )
+        write_text(f"### Table II: hashing methods\n\n" + "\n\n".join(texts) + f"\n\n{note}\n\nProvenance: {describe(record)}.\n", out["table2_md"])
+        runs = pd.concat([read_parquet(h["path"]).assign(run=h["run"], seed=h["seed"]) for h in histories], ignore_index=True)
+        finetune_figure(runs, out["fig4"])
+        curves = pd.concat([read_parquet(e["pr"]).assign(seed=e["seed"], dataset=e["dataset"], **parse_descriptor(e["descriptor"])) for e in entries if e["descriptor"].startswith("hashing/")], ignore_index=True)
+        pr_figure(curves, out["fig6"])
+    if "fig5" in out:
+        frames = [pd.read_csv(t["path"], sep="\t", comment="#").assign(run=t["run"], seed=t["seed"], bits=t["bits"]) for t in traces]
+        ba_objective_figure(pd.concat([f for f in frames if len(f)], ignore_index=True), out["fig5"])
+    if "table_metric" in out:
+        table = metric_learning_table(results, models)
+        write_table(_select(results, pipeline="metric"), out["table_metric"], comments)
+        _write_markdown(out["table_metric_md"], f"Siamese and triplet models (class labels; mean ± sd, {repeats})", table, f"mAP over the whole ranked database and mAP@{k}; search time per query in ms.", record)
+        curves = pd.concat([read_parquet(e["pr"]).assign(seed=e["seed"], dataset=e["dataset"], method=parse_descriptor(e["descriptor"])["method"]) for e in entries if e["descriptor"].startswith("metric/")], ignore_index=True)
+        metric_figures(results, curves[curves["ground_truth"] == "labels"], models, out["fig8"], out["fig9"])
+    timing = timing_table(results)
+    write_table(_select(results, ground_truth="-"), out["timing"], comments)
+    _write_markdown(out["timing_md"], f"Search time per query (ms; median over queries, mean ± sd over seeds, {repeats})", timing, "Exact search, one query at a time on one thread (faiss), including the call overhead.", record)
+    from cbir.datasets import read_manifest
 
-def _formatted(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
-    return table.apply(lambda c: c.map(lambda v: "" if pd.isna(v) else f"{v:.{digits}f}") if pd.api.types.is_float_dtype(c) else c)
-
-
-def metric_learning_tables(metrics_path, models, table_csv, table_md) -> None:
-    metrics = read_parquet(metrics_path)
-    table = metric_learning_table(metrics, models)
-    write_table(table, table_csv, table_md, "Siamese and triplet models: precision@k and mAP (%), search time per query (ms)", "`map_all`: mAP over the whole ranked database; `map`: mAP@k; `tie_aware_*`: the tie-aware versions; `holidays_map`: the official Holidays evaluation.")
-
-
-def timing_tables(metrics_path, table_csv, table_md) -> None:
-    metrics = read_parquet(metrics_path)
-    write_table(timing_table(metrics), table_csv, table_md, "Search time per query (ms)", "Exact search, one query at a time on one thread (faiss), including the call overhead.", digits=3)
+    for show in showcases:
+        top10_figure(read_parquet(show["ranking"]), read_manifest(show["manifest"]), show["mode"], show["path"], seed=show["seed"], title=f"{show['dataset']}: top 10 by {show['descriptor']}, seed {show['seed']} (green: same class, red: another)")
+    log.info("report: %d numbers from %d evaluation files (%s)", len(results), len(entries), repeats)

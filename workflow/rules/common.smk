@@ -1,11 +1,19 @@
-"""Paths, config lookups and target lists shared by every stage."""
+"""Config lookups and target lists shared by every stage; paths come from cbir.paths."""
+
+import hashlib
+import os
 
 from cbir.config import GRAYSCALE_KINDS, METRIC_MODELS, PIXEL_ARRAY_KINDS
-from cbir.paths import descriptor_names, descriptor_path, manifest_path
+from cbir.paths import DESCRIPTOR_PATTERN, Layout, descriptor_names, parse_descriptor
 
-RESULTS = config["results_dir"]
-REPORT = config["report_dir"]
+paths = Layout.of(config)
+SEEDS = config["seeds"]
 ENV = "../../envs/cbir.yaml"
+
+
+wildcard_constraints:
+    seed=r"\d+",
+    descriptor=DESCRIPTOR_PATTERN,
 
 
 def dataset_cfg(name):
@@ -16,118 +24,80 @@ def protocol_of(dataset):
     return dataset_cfg(dataset)["protocol"]
 
 
-def split_path(dataset):
-    return f"{RESULTS}/{dataset}/splits/{protocol_of(dataset)}.parquet"
-
-
-def all_targets():
-    targets = []
-    for dataset, cfg in config["datasets"].items():
-        protocol = protocol_of(dataset)
-        targets += [
-            manifest_path(dataset),
-            f"{RESULTS}/{dataset}/splits/{protocol}.parquet",
-            f"{RESULTS}/{dataset}/splits/{protocol}_counts.tsv",
-        ]
-        targets.append(f"{REPORT}/fig7_top10_{dataset}.png")
-    targets += [f"{REPORT}/metrics.csv", f"{REPORT}/table_retrieval_time.csv"]
-    if evaluated("hashing"):
-        targets += [f"{REPORT}/{name}" for name in ("table1_ba_map.csv", "table2_hashing_methods.csv", "fig4_finetune_accuracy.png", "fig6_precision_recall.png")]
-    if ba_traces():
-        targets.append(f"{REPORT}/fig5_ba_objective.png")
-    if evaluated("metric"):
-        targets += [f"{REPORT}/{name}" for name in ("table_metric_learning.csv", "fig8_metric_precision.png", "fig9_metric_map.png")]
-    return targets
-
-
-def descriptors(dataset):
-    """Every descriptor the config asks for on ``dataset`` (see rules/evaluation.smk)."""
-    return descriptor_names(config, dataset)
+def split_file(wc):
+    return paths.split(wc.dataset, wc.seed, protocol_of(wc.dataset))
 
 
 def backbone_cfg(name):
     return config["backbones"][name]
 
 
-def training_params(name):
+def weights_of(backbone, seed):
+    """The backbone's configured weights, with ``{seed}`` replaced by the repeat's seed."""
+    return backbone_cfg(backbone)["weights"].replace("{seed}", str(seed))
+
+
+def weights_file(backbone, seed):
+    """The backbone's weights file as an input (so that replacing it reruns), or nothing."""
+    weights = weights_of(backbone, seed)
+    return [] if weights in ("none", "imagenet") else [weights]
+
+
+def training_params(wc):
     """What fine-tuning depends on: everything of the backbone but the layer that is hashed."""
-    return {k: v for k, v in backbone_cfg(name).items() if k != "feature_layer"}
+    cfg = {k: v for k, v in backbone_cfg(wc.backbone).items() if k != "feature_layer"}
+    return {**cfg, "weights": weights_of(wc.backbone, wc.seed)}
 
 
-def extraction_params(name):
+def extraction_params(wc):
     """What feature extraction (and the pretrained FC8) depends on: not the training recipe."""
-    cfg = backbone_cfg(name)
+    cfg = backbone_cfg(wc.backbone)
     return {
         "arch": cfg["arch"],
-        "weights": cfg["weights"],
+        "weights": weights_of(wc.backbone, wc.seed),
         "input_size": cfg["input_size"],
         "finetune": {k: cfg["finetune"][k] for k in ("device", "workers")},
     }
 
 
-def weights_file(name):
-    """The backbone's weights file as an input (so that replacing it reruns), or nothing."""
-    weights = backbone_cfg(name)["weights"]
-    return [] if weights in ("none", "imagenet") else [weights]
-
-
-def gpus(name):
+def gpus(wc):
     """GPUs a job of this backbone asks the scheduler for: only when the config says cuda."""
-    return 1 if backbone_cfg(name)["finetune"]["device"] == "cuda" else 0
+    return 1 if backbone_cfg(wc.backbone)["finetune"]["device"] == "cuda" else 0
 
 
-def features_path(dataset, backbone, stage, layer):
-    return f"{RESULTS}/{dataset}/features/{backbone}/{stage}/{layer}.parquet"
+def hashed_layer(backbone):
+    return backbone_cfg(backbone)["feature_layer"]
 
 
-def starts_from(model):
-    """The model whose FC8 initialises ``model`` (None for PT and FT)."""
-    return METRIC_MODELS[model][0]
+def reference_features(wc):
+    """The float features a hash code's neighbours ground truth is measured in: the features the
+    hasher was trained on. Other descriptors are scored on class labels only: the siamese/triplet
+    models live in their own space, and the features' neighbours are the ground truth itself."""
+    fields = parse_descriptor(wc.descriptor)
+    if fields["pipeline"] != "hashing":
+        return []
+    backbone = fields["backbone"]
+    return [paths.features(wc.dataset, wc.seed, backbone, "finetuned", hashed_layer(backbone))]
 
 
-def metric_dir(dataset, backbone, model):
-    return f"{RESULTS}/{dataset}/metric/{backbone}/{model}"
+def evaluations(pipeline=None):
+    """Every (dataset, seed, descriptor) the config evaluates, optionally of one pipeline."""
+    return [
+        {"dataset": dataset, "seed": seed, "kind": dataset_cfg(dataset)["kind"], "descriptor": descriptor}
+        for dataset in config["datasets"]
+        for seed in SEEDS
+        for descriptor in descriptor_names(config, dataset)
+        if pipeline is None or descriptor.startswith(f"{pipeline}/")
+    ]
 
 
-# Descriptor names, the paths below results/<dataset>/ (see rules/evaluation.smk).
-DESCRIPTOR = r"hashing/[^/]+/[^/]+/\d+|metric/[^/]+/[^/]+|features/[^/]+/(finetuned|pretrained)/[^/]+"
-
-
-def descriptor_file(wc):
-    return descriptor_path(RESULTS, wc.dataset, wc.descriptor)
-
-
-def metric_model(descriptor):
-    """The model name of a metric/<backbone>/<model> descriptor."""
-    return descriptor.rsplit("/", 1)[1]
-
-
-def evaluated(pipeline=None):
-    """The evaluation and retrieval files of every descriptor, optionally of one pipeline."""
-    entries = []
-    for dataset in config["datasets"]:
-        for descriptor in descriptors(dataset):
-            if pipeline is None or descriptor.startswith(f"{pipeline}/"):
-                entries.append(
-                    {
-                        "dataset": dataset,
-                        "kind": dataset_cfg(dataset)["kind"],
-                        "descriptor": descriptor,
-                        "summary": f"{RESULTS}/{dataset}/evaluation/{descriptor}/summary.parquet",
-                        "pr": f"{RESULTS}/{dataset}/evaluation/{descriptor}/pr.parquet",
-                        "timing": f"{RESULTS}/{dataset}/retrieval/{descriptor}/timing.parquet",
-                    }
-                )
-    return entries
+def evaluation_files(name, pipeline=None):
+    return [paths.evaluation(e["dataset"], e["seed"], e["descriptor"], name) for e in evaluations(pipeline)]
 
 
 def hashing_runs():
-    """Each fine-tuned (dataset, backbone) and its training history."""
-    return [
-        {"dataset": d, "backbone": b, "history": f"{RESULTS}/{d}/backbones/{b}/history.parquet"}
-        for d, cfg in config["datasets"].items()
-        for b in cfg["hashing"]
-    ]
+    """Each fine-tuned (dataset, seed, backbone)."""
+    return [{"dataset": d, "seed": s, "backbone": b} for d, cfg in config["datasets"].items() for s in SEEDS for b in cfg["hashing"]]
 
 
 def ba_traces():
@@ -135,8 +105,8 @@ def ba_traces():
     if "ba" not in config["hashing"]["methods"]:
         return []
     return [
-        {"name": f"{r['dataset']} · {r['backbone']}", "bits": bits, "trace": f"{RESULTS}/{r['dataset']}/hashing/{r['backbone']}/ba/{bits}/trace.parquet"}
-        for r in hashing_runs()
+        {**run, "bits": bits, "trace": paths.hashing(run["dataset"], run["seed"], run["backbone"], "ba", bits, "trace.tsv")}
+        for run in hashing_runs()
         for bits in config["hashing"]["bits"]
     ]
 
@@ -153,3 +123,97 @@ def showcase(dataset):
 
 def showcase_mode(dataset):
     return "L" if dataset_cfg(dataset)["kind"] in GRAYSCALE_KINDS else "RGB"
+
+
+def report_files():
+    """This configuration's tables and figures (see rules/report.smk)."""
+    names = ["metrics.parquet", "results.tsv", "provenance.json", "table_retrieval_time.tsv", "table_retrieval_time.md"]
+    names += [f"fig7_top10_{dataset}.png" for dataset in config["datasets"]]
+    if evaluations("hashing"):
+        names += ["table1_ba_map.tsv", "table1_ba_map.md", "table2_hashing_methods.tsv", "table2_hashing_methods.md"]
+        names += ["fig4_finetune_accuracy.png", "fig6_precision_recall.png"]
+    if ba_traces():
+        names.append("fig5_ba_objective.png")
+    if evaluations("metric"):
+        names += ["table_metric_learning.tsv", "table_metric_learning.md", "fig8_metric_precision.png", "fig9_metric_map.png"]
+    return names
+
+
+def all_targets():
+    targets = []
+    for dataset in config["datasets"]:
+        protocol = protocol_of(dataset)
+        for seed in SEEDS:
+            targets += [paths.split(dataset, seed, protocol), paths.split_counts(dataset, seed, protocol)]
+    return targets + [paths.report(name) for name in report_files()]
+
+
+def folder_listing(root):
+    """A digest of every file's relative path, size and modification time under ``root``: a
+    param of folder datasets, so that adding, removing or replacing an image reruns the stage."""
+    digest = hashlib.sha256()
+    for folder, dirs, files in sorted(os.walk(root, followlinks=True)):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            try:
+                stat = os.stat(path)
+                entry = f"{os.path.relpath(path, root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n"
+            except OSError:  # a dangling link: the dataset stage reports it
+                entry = f"{os.path.relpath(path, root)}\0missing\n"
+            digest.update(entry.encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+def metric_outputs(name):
+    return [paths.metric("{dataset}", "{seed}", "{backbone}", model, name) for model in config["metric_learning"]["models"]]
+
+
+# Output name -> (file name, caption, category, subcategory); captions live in workflow/report/.
+REPORT_ITEMS = {
+    "results": ("results.tsv", "results.rst", "Tables", None),
+    "provenance": ("provenance.json", "provenance.rst", "Tables", None),
+    "table1": ("table1_ba_map.tsv", "table1.rst", "Tables", "Hashing"),
+    "table2": ("table2_hashing_methods.tsv", "table2.rst", "Tables", "Hashing"),
+    "table_metric": ("table_metric_learning.tsv", "table_metric.rst", "Tables", "Siamese and triplet"),
+    "timing": ("table_retrieval_time.tsv", "table_time.rst", "Tables", None),
+    "fig4": ("fig4_finetune_accuracy.png", "fig4.rst", "Figures", "Hashing"),
+    "fig5": ("fig5_ba_objective.png", "fig5.rst", "Figures", "Hashing"),
+    "fig6": ("fig6_precision_recall.png", "fig6.rst", "Figures", "Hashing"),
+    "fig8": ("fig8_metric_precision.png", "fig8.rst", "Figures", "Siamese and triplet"),
+    "fig9": ("fig9_metric_map.png", "fig9.rst", "Figures", "Siamese and triplet"),
+}
+PLAIN_ITEMS = {"metrics": "metrics.parquet", "table1_md": "table1_ba_map.md", "table2_md": "table2_hashing_methods.md", "table_metric_md": "table_metric_learning.md", "timing_md": "table_retrieval_time.md"}
+
+
+def report_outputs():
+    wanted = set(report_files())
+    outputs = {}
+    for name, (file, caption, category, subcategory) in REPORT_ITEMS.items():
+        if file in wanted:
+            outputs[name] = report(paths.report(file), caption=f"../report/{caption}", category=category, subcategory=subcategory)
+    outputs.update({name: paths.report(file) for name, file in PLAIN_ITEMS.items() if file in wanted})
+    return outputs
+
+
+def showcases():
+    first = SEEDS[0]
+    return [
+        {"dataset": d, "seed": first, "descriptor": showcase(d), "mode": showcase_mode(d), "ranking": paths.evaluation(d, first, showcase(d), "ranking"), "manifest": paths.manifest(d), "path": paths.report(f"fig7_top10_{d}.png")}
+        for d in config["datasets"]
+    ]
+
+
+def histories():
+    return [{"run": f"{r['dataset']} · {r['backbone']}", "seed": r["seed"], "path": paths.backbone(r["dataset"], r["seed"], r["backbone"], "history.parquet")} for r in hashing_runs()]
+
+
+def traces():
+    return [{"run": f"{t['dataset']} · {t['backbone']}", "seed": t["seed"], "bits": t["bits"], "path": t["trace"]} for t in ba_traces()]
+
+
+def entries():
+    return [
+        {**e, **{name: paths.evaluation(e["dataset"], e["seed"], e["descriptor"], name) for name in ("summary", "timing", "pr")}}
+        for e in evaluations()
+    ]

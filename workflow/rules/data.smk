@@ -2,9 +2,10 @@
 
 for _name, _dataset in config["datasets"].items():
     # Array datasets also write their pixels; folder datasets point at their image files.
-    _outputs = {"manifest": manifest_path(_name)}
+    _outputs = {"manifest": paths.manifest(_name)}
     if _dataset["kind"] in PIXEL_ARRAY_KINDS:
-        _outputs["pixels"] = f"resources/datasets/{_name}/pixels.npy"
+        _outputs["pixels"] = paths.pixels(_name)
+    _folder = _dataset["kind"] not in PIXEL_ARRAY_KINDS and _dataset["root"] is not None
 
     rule:
         name:
@@ -16,10 +17,11 @@ for _name, _dataset in config["datasets"].items():
             root=_dataset["root"],
             checksums=_dataset["checksums"],
             download_dir=f"resources/downloads/{_dataset['kind']}",
+            listing=folder_listing(_dataset["root"]) if _folder else None,
         log:
-            f"logs/datasets/{_name}.log",
+            paths.log("datasets", _name),
         benchmark:
-            f"logs/benchmarks/datasets/{_name}.tsv"
+            paths.benchmark("datasets", _name)
         conda:
             ENV
         script:
@@ -28,17 +30,17 @@ for _name, _dataset in config["datasets"].items():
 
 rule sample_split:
     input:
-        manifest=lambda wc: manifest_path(wc.dataset),
+        manifest=lambda wc: paths.manifest(wc.dataset),
     output:
-        split=f"{RESULTS}/{{dataset}}/splits/{{protocol}}.parquet",
-        counts=f"{RESULTS}/{{dataset}}/splits/{{protocol}}_counts.tsv",
+        split=paths.split("{dataset}", "{seed}", "{protocol}"),
+        counts=paths.split_counts("{dataset}", "{seed}", "{protocol}"),
     params:
         protocol=lambda wc: config["protocols"][wc.protocol],
-        seed=config["seed"],
+        seed=lambda wc: int(wc.seed),
     log:
-        "logs/{dataset}/splits/{protocol}.log",
+        paths.log("{dataset}", "seed{seed}", "splits", "{protocol}"),
     benchmark:
-        "logs/benchmarks/{dataset}/splits/{protocol}.tsv"
+        paths.benchmark("{dataset}", "seed{seed}", "splits", "{protocol}")
     conda:
         ENV
     script:

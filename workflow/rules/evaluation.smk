@@ -1,48 +1,32 @@
-"""Retrieval and evaluation of any descriptor file: hash codes, metric-learning FC8, raw features.
+"""Evaluation of any descriptor file: hash codes, siamese/triplet FC8 descriptors, raw features.
 
-A descriptor is named by its place under results/<dataset>/: hashing/<backbone>/<method>/<bits>,
-metric/<backbone>/<model>, or features/<backbone>/<stage>/<layer> (Euclidean on the features).
+One job per (dataset, seed, descriptor) searches the queries once: it writes their top-k
+ranking, the search time per query, and every metric under both ground truths (class labels,
+and the K Euclidean nearest neighbours in the hashed feature space).
 """
-
-rule retrieve:
-    input:
-        descriptor_file,
-    output:
-        ranking=f"{RESULTS}/{{dataset}}/retrieval/{{descriptor}}/ranking.parquet",
-        timing=f"{RESULTS}/{{dataset}}/retrieval/{{descriptor}}/timing.parquet",
-    wildcard_constraints:
-        descriptor=DESCRIPTOR,
-    params:
-        k=config["evaluation"]["topk"],
-        approximate=config["evaluation"]["approximate_hamming"],
-    threads: 1
-    log:
-        "logs/{dataset}/retrieval/{descriptor}.log",
-    benchmark:
-        "logs/benchmarks/{dataset}/retrieval/{descriptor}.tsv"
-    conda:
-        ENV
-    script:
-        "../scripts/retrieve.py"
 
 
 rule evaluate:
     input:
-        descriptor_file,
+        descriptors=lambda wc: paths.descriptor(wc.dataset, wc.seed, wc.descriptor),
+        reference=reference_features,
     output:
-        per_query=f"{RESULTS}/{{dataset}}/evaluation/{{descriptor}}/per_query.parquet",
-        summary=f"{RESULTS}/{{dataset}}/evaluation/{{descriptor}}/summary.parquet",
-        pr=f"{RESULTS}/{{dataset}}/evaluation/{{descriptor}}/pr.parquet",
-    wildcard_constraints:
-        descriptor=DESCRIPTOR,
+        ranking=paths.evaluation("{dataset}", "{seed}", "{descriptor}", "ranking"),
+        timing=paths.evaluation("{dataset}", "{seed}", "{descriptor}", "timing"),
+        per_query=paths.evaluation("{dataset}", "{seed}", "{descriptor}", "per_query"),
+        summary=paths.evaluation("{dataset}", "{seed}", "{descriptor}", "summary"),
+        pr=paths.evaluation("{dataset}", "{seed}", "{descriptor}", "pr"),
     params:
         k=config["evaluation"]["topk"],
+        neighbours=config["evaluation"]["neighbours"],
+        preprocess="l2" if config["hashing"]["l2_normalize"] else "none",
+        approximate=config["evaluation"]["approximate_hamming"],
         holidays=lambda wc: dataset_cfg(wc.dataset)["kind"] == "holidays",
-    threads: 2
+    threads: 1
     log:
-        "logs/{dataset}/evaluation/{descriptor}.log",
+        paths.log("{dataset}", "seed{seed}", "evaluation", "{descriptor}"),
     benchmark:
-        "logs/benchmarks/{dataset}/evaluation/{descriptor}.tsv"
+        paths.benchmark("{dataset}", "seed{seed}", "evaluation", "{descriptor}")
     conda:
         ENV
     script:

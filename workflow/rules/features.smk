@@ -1,25 +1,25 @@
-"""Feature stage: fine-tune each backbone on a dataset's training images, then dump features."""
+"""Feature stage: fine-tune each backbone on a repeat's training images, then dump features."""
 
 
 rule finetune:
     input:
-        manifest=lambda wc: manifest_path(wc.dataset),
-        split=lambda wc: split_path(wc.dataset),
-        weights=lambda wc: weights_file(wc.backbone),
+        manifest=lambda wc: paths.manifest(wc.dataset),
+        split=split_file,
+        weights=lambda wc: weights_file(wc.backbone, wc.seed),
     output:
-        model=f"{RESULTS}/{{dataset}}/backbones/{{backbone}}/model.pt",
-        history=f"{RESULTS}/{{dataset}}/backbones/{{backbone}}/history.parquet",
+        model=paths.backbone("{dataset}", "{seed}", "{backbone}", "model.pt"),
+        history=paths.backbone("{dataset}", "{seed}", "{backbone}", "history.parquet"),
     params:
-        backbone=lambda wc: training_params(wc.backbone),
+        backbone=training_params,
         kind=lambda wc: dataset_cfg(wc.dataset)["kind"],
-        seed=config["seed"],
+        seed=lambda wc: int(wc.seed),
     threads: 4
     resources:
-        gpu=lambda wc: gpus(wc.backbone),
+        gpu=gpus,
     log:
-        "logs/{dataset}/finetune/{backbone}.log",
+        paths.log("{dataset}", "seed{seed}", "finetune", "{backbone}"),
     benchmark:
-        "logs/benchmarks/{dataset}/finetune/{backbone}.tsv"
+        paths.benchmark("{dataset}", "seed{seed}", "finetune", "{backbone}")
     conda:
         ENV
     script:
@@ -28,30 +28,30 @@ rule finetune:
 
 rule extract_features:
     input:
-        manifest=lambda wc: manifest_path(wc.dataset),
-        split=lambda wc: split_path(wc.dataset),
+        manifest=lambda wc: paths.manifest(wc.dataset),
+        split=split_file,
         # Fine-tuned features come from the fine-tuned model, pretrained ones from the configured weights.
         weights=lambda wc: (
-            [rules.finetune.output.model.format(dataset=wc.dataset, backbone=wc.backbone)]
+            [paths.backbone(wc.dataset, wc.seed, wc.backbone, "model.pt")]
             if wc.stage == "finetuned"
-            else weights_file(wc.backbone)
+            else weights_file(wc.backbone, wc.seed)
         ),
     output:
-        features_path("{dataset}", "{backbone}", "{stage}", "{layer}"),
+        paths.features("{dataset}", "{seed}", "{backbone}", "{stage}", "{layer}"),
     wildcard_constraints:
         stage="finetuned|pretrained",
         layer="penultimate|logits|fc6",
     params:
-        backbone=lambda wc: extraction_params(wc.backbone),
+        backbone=extraction_params,
         kind=lambda wc: dataset_cfg(wc.dataset)["kind"],
-        seed=config["seed"],
+        seed=lambda wc: int(wc.seed),
     threads: 4
     resources:
-        gpu=lambda wc: gpus(wc.backbone),
+        gpu=gpus,
     log:
-        "logs/{dataset}/features/{backbone}/{stage}/{layer}.log",
+        paths.log("{dataset}", "seed{seed}", "features", "{backbone}", "{stage}", "{layer}"),
     benchmark:
-        "logs/benchmarks/{dataset}/features/{backbone}/{stage}/{layer}.tsv"
+        paths.benchmark("{dataset}", "seed{seed}", "features", "{backbone}", "{stage}", "{layer}")
     conda:
         ENV
     script:

@@ -1,25 +1,26 @@
-"""Hashing stage: one hasher per dataset x backbone x method x code length."""
+"""Hashing stage: one hasher per dataset x seed x backbone x method x code length."""
 
 
 rule train_hash:
     input:
-        features=lambda wc: features_path(wc.dataset, wc.backbone, "finetuned", backbone_cfg(wc.backbone)["feature_layer"]),
+        features=lambda wc: paths.features(wc.dataset, wc.seed, wc.backbone, "finetuned", hashed_layer(wc.backbone)),
     output:
-        model=f"{RESULTS}/{{dataset}}/hashing/{{backbone}}/{{method}}/{{bits}}/model.joblib",
-        codes=f"{RESULTS}/{{dataset}}/hashing/{{backbone}}/{{method}}/{{bits}}/descriptors.parquet",
-        trace=f"{RESULTS}/{{dataset}}/hashing/{{backbone}}/{{method}}/{{bits}}/trace.parquet",
+        model=paths.hashing("{dataset}", "{seed}", "{backbone}", "{method}", "{bits}", "model.joblib"),
+        codes=paths.hashing("{dataset}", "{seed}", "{backbone}", "{method}", "{bits}", "descriptors.parquet"),
+        trace=paths.hashing("{dataset}", "{seed}", "{backbone}", "{method}", "{bits}", "trace.tsv"),
     wildcard_constraints:
         method="ba|itq|pcah|lsh|sh",
         bits=r"\d+",
     params:
         options=lambda wc: config["hashing"]["ba"] if wc.method == "ba" else {},
         normalize=config["hashing"]["l2_normalize"],
-        seed=config["seed"],
-    threads: 2
+        seed=lambda wc: int(wc.seed),
+    # Small BLAS problems at the papers' sizes: two single-threaded jobs beat one with two threads.
+    threads: 1
     log:
-        "logs/{dataset}/hashing/{backbone}/{method}/{bits}.log",
+        paths.log("{dataset}", "seed{seed}", "hashing", "{backbone}", "{method}", "{bits}"),
     benchmark:
-        "logs/benchmarks/{dataset}/hashing/{backbone}/{method}/{bits}.tsv"
+        paths.benchmark("{dataset}", "seed{seed}", "hashing", "{backbone}", "{method}", "{bits}")
     conda:
         ENV
     script:

@@ -1,30 +1,31 @@
-"""Siamese/triplet stage: the eight FC8 models on cached penultimate (FC7) features."""
+"""Siamese/triplet stage: the eight FC8 models on a repeat's cached pretrained FC7 features.
 
-rule train_metric_model:
+One job trains them all: they share one input, each starts from another's FC8, and together
+they take seconds, less than starting eight processes that each load PyTorch.
+"""
+
+
+rule train_metric_models:
     input:
-        features=lambda wc: features_path(wc.dataset, wc.backbone, "pretrained", "penultimate"),
-        # The FC8 this model starts from; PT reads the backbone's weights file, if it has one.
-        start=lambda wc: (
-            [f"{metric_dir(wc.dataset, wc.backbone, starts_from(wc.model))}/head.pt"] if starts_from(wc.model) else []
-        ),
-        weights=lambda wc: weights_file(wc.backbone) if wc.model == "PT" else [],
+        features=lambda wc: paths.features(wc.dataset, wc.seed, wc.backbone, "pretrained", "penultimate"),
+        # PT's FC8 is the pretrained network's own head: its weights file, if it has one.
+        weights=lambda wc: weights_file(wc.backbone, wc.seed),
     output:
-        head=f"{RESULTS}/{{dataset}}/metric/{{backbone}}/{{model}}/head.pt",
-        descriptors=f"{RESULTS}/{{dataset}}/metric/{{backbone}}/{{model}}/descriptors.parquet",
-        history=f"{RESULTS}/{{dataset}}/metric/{{backbone}}/{{model}}/history.parquet",
-    wildcard_constraints:
-        model="PT|FT|SN-PT|SN-PT-FT|SN-FT|TN-PT|TN-PT-FT|TN-FT",
+        heads=metric_outputs("head.pt"),
+        descriptors=metric_outputs("descriptors.parquet"),
+        histories=metric_outputs("history.parquet"),
     params:
+        models=config["metric_learning"]["models"],
         options={k: v for k, v in config["metric_learning"].items() if k != "models"},
-        backbone=lambda wc: extraction_params(wc.backbone),
+        backbone=extraction_params,
         kind=lambda wc: dataset_cfg(wc.dataset)["kind"],
-        seed=config["seed"],
-    threads: 2
+        seed=lambda wc: int(wc.seed),
+    threads: 1
     log:
-        "logs/{dataset}/metric/{backbone}/{model}.log",
+        paths.log("{dataset}", "seed{seed}", "metric", "{backbone}"),
     benchmark:
-        "logs/benchmarks/{dataset}/metric/{backbone}/{model}.tsv"
+        paths.benchmark("{dataset}", "seed{seed}", "metric", "{backbone}")
     conda:
         ENV
     script:
-        "../scripts/train_metric_model.py"
+        "../scripts/train_metric_models.py"

@@ -1,4 +1,4 @@
-"""Evaluate a descriptor file: per-query metrics, their means and precision-recall curves."""
+"""Search a descriptor file's queries once: ranking, time per query, metrics under both ground truths."""
 
 import sys
 
@@ -8,13 +8,17 @@ from threadpoolctl import threadpool_limits
 
 from cbir.evaluation import evaluate
 from cbir.logs import logged
+from cbir.provenance import provenance
 
 with logged(snakemake.log[0]), threadpool_limits(snakemake.threads):
     evaluate(
-        snakemake.input[0],
-        snakemake.output.per_query,
-        snakemake.output.summary,
-        snakemake.output.pr,
+        snakemake.input.descriptors,
+        dict(snakemake.output.items()),
         snakemake.params.k,
+        reference_path=snakemake.input.reference[0] if snakemake.input.reference else None,
+        preprocess=snakemake.params.preprocess,
+        n_neighbours=snakemake.params.neighbours,
         holidays=snakemake.params.holidays,
+        approximate=snakemake.params.approximate,
+        provenance=provenance(),
     )

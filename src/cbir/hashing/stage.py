@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from cbir.hashing import make_hasher
-from cbir.io import read_descriptors, write_descriptors, write_parquet
+from cbir.io import read_descriptors, write_descriptors, write_table
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,6 @@ def train_hash(features_path, method: str, n_bits: int, params: dict, seed: int,
     codes = hasher.encode(X)
     write_descriptors(codes_path, features.index_frame(), codes, n_bits=n_bits)
     # Only BA iterates; the baselines' trace is empty so that every method has the same outputs.
-    write_parquet(getattr(hasher, "trace_", pd.DataFrame({"iteration": pd.Series(dtype="int64")})), trace_path)
+    write_table(getattr(hasher, "trace_", pd.DataFrame({"iteration": pd.Series(dtype="int64")})), trace_path)
     bits = hasher.transform(X[features.database])
     log.info("database bit balance: %s", np.round(bits.mean(0), 2).tolist())
