@@ -13,7 +13,7 @@ from snakemake.exceptions import WorkflowError
 # The cbir package in src/ is installed by `uv sync`; the path also serves a plain snakemake.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from cbir.config import ConfigError, validate_config
+from cbir.config import ConfigError, read_yaml, validate_config
 
 
 # config.yaml is the default; a --configfile replaces it instead of being merged into it.
@@ -24,6 +24,8 @@ if not workflow.overwrite_configfiles:
 
 
 try:
+    for _file in workflow.configfiles:
+        read_yaml(_file)  # snakemake's YAML loader keeps the last of duplicated keys silently
     validated = validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 except ConfigError as err:
     raise WorkflowError(str(err)) from None

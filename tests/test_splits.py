@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from cbir.splits import class_counts, sample_split
+from cbir.splits import SplitError, class_counts, sample_split
 
 
 def manifest(train_per_class: int, test_per_class: int, n_classes: int = 10) -> pd.DataFrame:
@@ -48,7 +50,7 @@ def test_caltech_protocol_without_test_split():
     images = manifest(40, 0, n_classes=5)
     # Class 0 has only 35 images: 30 train, 5 left for queries ("up to 20").
     images = images.drop(images[images["label"] == 0].index[35:])
-    protocol = {"kind": "per_class", "train_per_class": 30, "query_per_class": 20, "database_per_class": "all"}
+    protocol = {"kind": "per_class", "train_per_class": 30, "query_per_class": {"up_to": 20}, "database_per_class": "all"}
     split = sample_split(images, protocol, seed=1)
     assert (per_class(split, "train") == 30).all()
     assert per_class(split, "query").to_dict() == {0: 5, 1: 10, 2: 10, 3: 10, 4: 10}
@@ -108,3 +110,25 @@ def test_class_counts_table():
 def test_unknown_protocol_kind():
     with pytest.raises(ValueError, match="protocol kind"):
         sample_split(manifest(5, 5), {"kind": "magic"}, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "key", "detail"),
+    [
+        ({**PAPER, "database_per_class": 200}, "protocols.paper.database_per_class", "200 images per class asked for, but class '0' has only 150 training-split images"),
+        ({**PAPER, "query_per_class": 31}, "protocols.paper.query_per_class", "31 images per class asked for, but class '0' has only 30 test-split images"),
+        ({**PAPER, "train_per_class": 151}, "protocols.paper.train_per_class", "151 images per class asked for"),
+    ],
+)
+def test_sizes_beyond_a_class_name_the_key_and_the_class(protocol, key, detail):
+    with pytest.raises(SplitError, match=re.escape(f"{key}: {detail}")):
+        sample_split(manifest(150, 30), protocol, seed=0, name="paper")
+
+
+def test_a_database_that_takes_every_image_leaves_no_queries_and_says_so():
+    """Without a test split, queries come from what training and the database leave."""
+    protocol = {"kind": "per_class", "database_per_class": 50, "query_per_class": 10}
+    with pytest.raises(SplitError, match=re.escape("protocols.digits.query_per_class: 10 images per class asked for, but class '0' has only 0 images left")):
+        sample_split(manifest(50, 0), protocol, seed=0, name="digits")
+    with pytest.raises(SplitError, match=re.escape("protocols.digits.query_per_class: the protocol leaves no query images")):
+        sample_split(manifest(50, 0), {**protocol, "query_per_class": "all"}, seed=0, name="digits")

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from cbir.report import read_results
-from conftest import REPO
+from conftest import REPO, make_mnist
 from workflow import snakemake
 
 REPORT = "results/report/default"
@@ -24,7 +24,13 @@ def test_lint_is_clean(tmp_path):
 
 @pytest.mark.parametrize("configfile", sorted(p.name for p in (REPO / "config").glob("*.yaml")))
 def test_shipped_configs_plan(tmp_path, configfile):
-    result = snakemake(tmp_path, "-n", "--quiet", "rules", configfile=REPO / "config" / configfile)
+    config = yaml.safe_load((REPO / "config" / configfile).read_text())
+    for name, dataset in config["datasets"].items():
+        if dataset.get("root"):  # local copies that are not here: tiny stand-ins of the format
+            dataset["root"] = str(make_mnist(tmp_path / name, folder=""))
+    path = tmp_path / configfile
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, "-n", "--quiet", "rules", configfile=path)
     assert "dataset_" in result.stdout and "evaluate" in result.stdout
 
 

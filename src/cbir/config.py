@@ -10,7 +10,7 @@ import copy
 from pathlib import Path
 
 import yaml
-from jsonschema import Draft202012Validator, validators
+from jsonschema import Draft202012Validator
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 IMAGENET_ARCHS = ("resnet18", "resnet50", "alexnet")
@@ -40,23 +40,6 @@ class ConfigError(ValueError):
     """A configuration problem; the message names the offending key."""
 
 
-def _with_defaults(validator_class):
-    """A validator that also fills in each property's ``default`` (the jsonschema FAQ recipe)."""
-    validate_properties = validator_class.VALIDATORS["properties"]
-
-    def set_defaults(validator, properties, instance, schema):
-        if isinstance(instance, dict):
-            for name, subschema in properties.items():
-                if isinstance(subschema, dict) and "default" in subschema and name not in instance:
-                    instance[name] = copy.deepcopy(subschema["default"])
-        yield from validate_properties(validator, properties, instance, schema)
-
-    return validators.extend(validator_class, {"properties": set_defaults})
-
-
-_Validator = _with_defaults(Draft202012Validator)
-
-
 def _key(path) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
 
@@ -83,13 +66,20 @@ def _describe(error) -> str:
 
 
 def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
-    """Validate ``config`` and return a copy with defaults filled in; raise ConfigError otherwise."""
+    """Validate ``config`` and return a copy with defaults filled in; raise ConfigError otherwise.
+
+    Every schema error is reported at once, naming its key; then snakemake's ``validate`` fills
+    in the defaults, and the checks a schema cannot express run on the result.
+    """
+    from snakemake.utils import validate
+
     with open(schema_path) as handle:
         schema = yaml.safe_load(handle)
     config = copy.deepcopy(config) if config is not None else {}
-    errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    errors = sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     problems = [_describe(e) for e in errors]
     if not problems:
+        validate(config, str(schema_path), set_default=True)
         problems = _cross_checks(config)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(dict.fromkeys(problems)))
@@ -123,6 +113,8 @@ def _cross_checks(config: dict) -> list[str]:
             problems.append(f"config key '{key}.hashing': give backbones to hash, to metric_learning, or both")
         if dataset["kind"] == "imagefolder" and not dataset["root"]:
             problems.append(f"config key '{key}.root': an imagefolder dataset needs the folder to index")
+        elif dataset["root"] is not None and not Path(dataset["root"]).exists():
+            problems.append(f"config key '{key}.root': {dataset['root']} does not exist (relative to {Path.cwd()}); set root: null to download")
     for name, backbone in config["backbones"].items():
         key = f"backbones.{name}"
         if backbone["weights"] == "imagenet" and backbone["arch"] not in IMAGENET_ARCHS:
@@ -132,14 +124,31 @@ def _cross_checks(config: dict) -> list[str]:
     return problems
 
 
-def load_config(path: str | Path) -> dict:
-    """Read a YAML config file and validate it."""
+class _StrictLoader(yaml.SafeLoader):
+    """YAML that rejects a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"config key {key!r} appears twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1} of {key_node.start_mark.name})")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML config file as a dict; a missing file, bad YAML or a duplicated key is a ConfigError."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     with open(path) as handle:
         try:
-            config = yaml.safe_load(handle)
+            return yaml.load(handle, Loader=_StrictLoader)
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
-    return validate_config(config)
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config file and validate it."""
+    return validate_config(read_yaml(path))

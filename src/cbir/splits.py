@@ -25,14 +25,25 @@ import pandas as pd
 ROLES = ("train", "database", "query")
 
 
-def sample_split(manifest: pd.DataFrame, protocol: dict, seed: int) -> pd.DataFrame:
-    """Assign roles to the images of ``manifest`` by ``protocol`` (a config entry) and ``seed``."""
+class SplitError(ValueError):
+    """A protocol asks for more images than a class has; the message names the config key."""
+
+
+def sample_split(manifest: pd.DataFrame, protocol: dict, seed: int, name: str = "protocol") -> pd.DataFrame:
+    """Assign roles to the images of ``manifest`` by ``protocol`` (the config entry
+    ``protocols.<name>``) and ``seed``.
+
+    Integer sizes are exact: a class with fewer candidates is an error naming
+    ``protocols.<name>.<key>``, the class and its count. ``all`` takes every candidate and
+    ``{up_to: n}`` at most n (the Caltech-101 protocol's "up to 20 queries per class"): taking
+    fewer is asked for, never silent.
+    """
     rng = np.random.default_rng(seed)
     # Sort by id so the result depends on the seed and the images, not on the manifest's order.
     manifest = manifest.sort_values("image_id", kind="stable").reset_index(drop=True)
     kind = protocol["kind"]
     if kind == "per_class":
-        roles = _per_class(manifest, protocol, rng)
+        roles = _per_class(manifest, protocol, rng, f"protocols.{name}")
     elif kind == "holidays":
         roles = _holidays(manifest)
     else:
@@ -41,34 +52,45 @@ def sample_split(manifest: pd.DataFrame, protocol: dict, seed: int) -> pd.DataFr
     split = split[split[list(ROLES)].any(axis=1)]
     if (split["query"] & (split["database"] | split["train"])).any():
         raise AssertionError("a query image is also a database or training image")
+    for role, key in (("query", "query_per_class"), ("database", "database_per_class")):
+        if not split[role].any():
+            raise SplitError(f"protocols.{name}.{key}: the protocol leaves no {role} images")
     order = rng.permutation(len(split))
     return split.iloc[order].reset_index(drop=True)
 
 
-def _take(rng: np.random.Generator, pool: np.ndarray, count) -> np.ndarray:
-    if count == "all" or count >= len(pool):
+def _take(rng: np.random.Generator, pool: np.ndarray, count, key: str, class_name: str, what: str) -> np.ndarray:
+    """``count`` of ``pool`` (``all``, an exact integer, or ``{up_to: n}``), sorted."""
+    if count == "all":
         return pool
+    if isinstance(count, dict):
+        count = min(int(count["up_to"]), len(pool))
+    elif count > len(pool):
+        raise SplitError(f"{key}: {count} images per class asked for, but class {class_name!r} has only {len(pool)} {what}")
     return np.sort(rng.choice(pool, size=int(count), replace=False))
 
 
-def _per_class(manifest: pd.DataFrame, protocol: dict, rng: np.random.Generator) -> pd.DataFrame:
+def _per_class(manifest: pd.DataFrame, protocol: dict, rng: np.random.Generator, key: str) -> pd.DataFrame:
     roles = pd.DataFrame(False, index=manifest.index, columns=list(ROLES))
     has_test = (manifest["split"] == "test").any()
     n_query, n_database = protocol["query_per_class"], protocol["database_per_class"]
     n_train = protocol.get("train_per_class", "database")
     for _, rows in manifest.groupby("label", sort=True):
+        name = str(rows["class_name"].iloc[0])
         # Candidates for training and the database; queries come from the test split if any.
+        source = "training-split images" if has_test else "images"
         pool = rows.index[rows["split"] == "train"].to_numpy() if has_test else rows.index.to_numpy()
-        train = _take(rng, pool, n_train) if isinstance(n_train, int) else pool[:0]
+        take = lambda pool, count, option, what: _take(rng, pool, count, f"{key}.{option}", name, what)  # noqa: E731
+        train = take(pool, n_train, "train_per_class", source) if isinstance(n_train, int) else pool[:0]
         if has_test:
-            queries = _take(rng, rows.index[rows["split"] == "test"].to_numpy(), n_query)
-            database = _take(rng, pool, n_database)
+            queries = take(rows.index[rows["split"] == "test"].to_numpy(), n_query, "query_per_class", "test-split images")
+            database = take(pool, n_database, "database_per_class", source)
         elif n_database == "all":
-            queries = _take(rng, np.setdiff1d(pool, train), n_query)
+            queries = take(np.setdiff1d(pool, train), n_query, "query_per_class", "images left after the training images")
             database = np.setdiff1d(pool, queries)
         else:
-            database = _take(rng, pool, n_database)
-            queries = _take(rng, np.setdiff1d(pool, np.union1d(train, database)), n_query)
+            database = take(pool, n_database, "database_per_class", source)
+            queries = take(np.setdiff1d(pool, np.union1d(train, database)), n_query, "query_per_class", "images left after the training and database images")
         if n_train == "database":
             train = database
         elif n_train == "all":

@@ -10,7 +10,7 @@ from cbir.logs import logged
 from cbir.splits import class_counts, sample_split
 
 with logged(snakemake.log[0]) as log:
-    split = sample_split(read_manifest(snakemake.input.manifest), snakemake.params.protocol, snakemake.params.seed)
+    split = sample_split(read_manifest(snakemake.input.manifest), snakemake.params.protocol, snakemake.params.seed, snakemake.wildcards.protocol)
     counts = class_counts(split)
     write_parquet(split, snakemake.output.split)
     write_table(counts, snakemake.output.counts)
