@@ -15,12 +15,10 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from cbir.config import ConfigError, read_yaml, validate_config
 
-
 # config.yaml is the default; a --configfile replaces it instead of being merged into it.
 if not workflow.overwrite_configfiles:
 
     configfile: "config.yaml"
-
 
 
 try:
@@ -46,6 +44,6 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True

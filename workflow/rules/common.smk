@@ -183,7 +183,13 @@ REPORT_ITEMS = {
     "fig8": ("fig8_metric_precision.png", "fig8.rst", "Figures", "Siamese and triplet"),
     "fig9": ("fig9_metric_map.png", "fig9.rst", "Figures", "Siamese and triplet"),
 }
-PLAIN_ITEMS = {"metrics": "metrics.parquet", "table1_md": "table1_ba_map.md", "table2_md": "table2_hashing_methods.md", "table_metric_md": "table_metric_learning.md", "timing_md": "table_retrieval_time.md"}
+PLAIN_ITEMS = {
+    "metrics": "metrics.parquet",
+    "table1_md": "table1_ba_map.md",
+    "table2_md": "table2_hashing_methods.md",
+    "table_metric_md": "table_metric_learning.md",
+    "timing_md": "table_retrieval_time.md",
+}
 
 
 def report_outputs():
@@ -199,13 +205,28 @@ def report_outputs():
 def showcases():
     first = SEEDS[0]
     return [
-        {"dataset": d, "seed": first, "descriptor": showcase(d), "mode": showcase_mode(d), "ranking": paths.evaluation(d, first, showcase(d), "ranking"), "manifest": paths.manifest(d), "path": paths.report(f"fig7_top10_{d}.png")}
+        {
+            "dataset": d,
+            "seed": first,
+            "descriptor": showcase(d),
+            "mode": showcase_mode(d),
+            "ranking": paths.evaluation(d, first, showcase(d), "ranking"),
+            "manifest": paths.manifest(d),
+            "path": paths.report(f"fig7_top10_{d}.png"),
+        }
         for d in config["datasets"]
     ]
 
 
 def histories():
-    return [{"run": f"{r['dataset']} · {r['backbone']}", "seed": r["seed"], "path": paths.backbone(r["dataset"], r["seed"], r["backbone"], "history.parquet")} for r in hashing_runs()]
+    return [
+        {
+            "run": f"{r['dataset']} · {r['backbone']}",
+            "seed": r["seed"],
+            "path": paths.backbone(r["dataset"], r["seed"], r["backbone"], "history.parquet"),
+        }
+        for r in hashing_runs()
+    ]
 
 
 def traces():

@@ -12,18 +12,18 @@ for _name, _dataset in config["datasets"].items():
             f"dataset_{_name}"
         output:
             **_outputs,
-        params:
-            kind=_dataset["kind"],
-            root=_dataset["root"],
-            checksums=_dataset["checksums"],
-            download_dir=f"resources/downloads/{_dataset['kind']}",
-            listing=folder_listing(_dataset["root"]) if _folder else None,
         log:
             paths.log("datasets", _name),
         benchmark:
             paths.benchmark("datasets", _name)
         conda:
             ENV
+        params:
+            kind=_dataset["kind"],
+            root=_dataset["root"],
+            checksums=_dataset["checksums"],
+            download_dir=f"resources/downloads/{_dataset['kind']}",
+            listing=folder_listing(_dataset["root"]) if _folder else None,
         script:
             "../scripts/prepare_dataset.py"
 
@@ -34,14 +34,14 @@ rule sample_split:
     output:
         split=paths.split("{dataset}", "{seed}", "{protocol}"),
         counts=paths.split_counts("{dataset}", "{seed}", "{protocol}"),
-    params:
-        protocol=lambda wc: config["protocols"][wc.protocol],
-        seed=lambda wc: int(wc.seed),
     log:
         paths.log("{dataset}", "seed{seed}", "splits", "{protocol}"),
     benchmark:
         paths.benchmark("{dataset}", "seed{seed}", "splits", "{protocol}")
     conda:
         ENV
+    params:
+        protocol=lambda wc: config["protocols"][wc.protocol],
+        seed=lambda wc: int(wc.seed),
     script:
         "../scripts/sample_split.py"

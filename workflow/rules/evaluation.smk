@@ -16,18 +16,18 @@ rule evaluate:
         per_query=paths.evaluation("{dataset}", "{seed}", "{descriptor}", "per_query"),
         summary=paths.evaluation("{dataset}", "{seed}", "{descriptor}", "summary"),
         pr=paths.evaluation("{dataset}", "{seed}", "{descriptor}", "pr"),
-    params:
-        k=config["evaluation"]["topk"],
-        neighbours=config["evaluation"]["neighbours"],
-        preprocess="l2" if config["hashing"]["l2_normalize"] else "none",
-        approximate=config["evaluation"]["approximate_hamming"],
-        holidays=lambda wc: dataset_cfg(wc.dataset)["kind"] == "holidays",
-    threads: 1
     log:
         paths.log("{dataset}", "seed{seed}", "evaluation", "{descriptor}"),
     benchmark:
         paths.benchmark("{dataset}", "seed{seed}", "evaluation", "{descriptor}")
     conda:
         ENV
+    threads: 1
+    params:
+        k=config["evaluation"]["topk"],
+        neighbours=config["evaluation"]["neighbours"],
+        preprocess="l2" if config["hashing"]["l2_normalize"] else "none",
+        approximate=config["evaluation"]["approximate_hamming"],
+        holidays=lambda wc: dataset_cfg(wc.dataset)["kind"] == "holidays",
     script:
         "../scripts/evaluate.py"

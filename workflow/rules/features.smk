@@ -9,19 +9,19 @@ rule finetune:
     output:
         model=paths.backbone("{dataset}", "{seed}", "{backbone}", "model.pt"),
         history=paths.backbone("{dataset}", "{seed}", "{backbone}", "history.parquet"),
-    params:
-        backbone=training_params,
-        kind=lambda wc: dataset_cfg(wc.dataset)["kind"],
-        seed=lambda wc: int(wc.seed),
-    threads: 4
-    resources:
-        gpu=gpus,
     log:
         paths.log("{dataset}", "seed{seed}", "finetune", "{backbone}"),
     benchmark:
         paths.benchmark("{dataset}", "seed{seed}", "finetune", "{backbone}")
     conda:
         ENV
+    threads: 4
+    resources:
+        gpu=gpus,
+    params:
+        backbone=training_params,
+        kind=lambda wc: dataset_cfg(wc.dataset)["kind"],
+        seed=lambda wc: int(wc.seed),
     script:
         "../scripts/finetune.py"
 
@@ -38,21 +38,21 @@ rule extract_features:
         ),
     output:
         paths.features("{dataset}", "{seed}", "{backbone}", "{stage}", "{layer}"),
-    wildcard_constraints:
-        stage="finetuned|pretrained",
-        layer="penultimate|logits|fc6",
-    params:
-        backbone=extraction_params,
-        kind=lambda wc: dataset_cfg(wc.dataset)["kind"],
-        seed=lambda wc: int(wc.seed),
-    threads: 4
-    resources:
-        gpu=gpus,
     log:
         paths.log("{dataset}", "seed{seed}", "features", "{backbone}", "{stage}", "{layer}"),
     benchmark:
         paths.benchmark("{dataset}", "seed{seed}", "features", "{backbone}", "{stage}", "{layer}")
+    wildcard_constraints:
+        stage="finetuned|pretrained",
+        layer="penultimate|logits|fc6",
     conda:
         ENV
+    threads: 4
+    resources:
+        gpu=gpus,
+    params:
+        backbone=extraction_params,
+        kind=lambda wc: dataset_cfg(wc.dataset)["kind"],
+        seed=lambda wc: int(wc.seed),
     script:
         "../scripts/extract_features.py"

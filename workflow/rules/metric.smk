@@ -14,18 +14,18 @@ rule train_metric_models:
         heads=metric_outputs("head.pt"),
         descriptors=metric_outputs("descriptors.parquet"),
         histories=metric_outputs("history.parquet"),
-    params:
-        models=config["metric_learning"]["models"],
-        options={k: v for k, v in config["metric_learning"].items() if k != "models"},
-        backbone=extraction_params,
-        kind=lambda wc: dataset_cfg(wc.dataset)["kind"],
-        seed=lambda wc: int(wc.seed),
-    threads: 1
     log:
         paths.log("{dataset}", "seed{seed}", "metric", "{backbone}"),
     benchmark:
         paths.benchmark("{dataset}", "seed{seed}", "metric", "{backbone}")
     conda:
         ENV
+    threads: 1
+    params:
+        models=config["metric_learning"]["models"],
+        options={k: v for k, v in config["metric_learning"].items() if k != "models"},
+        backbone=extraction_params,
+        kind=lambda wc: dataset_cfg(wc.dataset)["kind"],
+        seed=lambda wc: int(wc.seed),
     script:
         "../scripts/train_metric_models.py"

@@ -1,6 +1,7 @@
 """Report stage: one job reads every repeat's evaluation files and writes the papers' tables and
 figures (mean ± sd over seeds), results.tsv (every number with its spread) and provenance.json."""
 
+
 rule report:
     input:
         summaries=evaluation_files("summary"),
@@ -13,6 +14,12 @@ rule report:
     output:
         **report_outputs(),
         top10=[report(s["path"], caption="../report/fig7.rst", category="Figures", subcategory="Top results") for s in showcases()],
+    log:
+        paths.log("report", Path(paths.report_dir).name),
+    benchmark:
+        paths.benchmark("report", Path(paths.report_dir).name)
+    conda:
+        ENV
     params:
         entries=entries(),
         histories=histories(),
@@ -21,11 +28,5 @@ rule report:
         models=config["metric_learning"]["models"],
         n_neighbours=config["evaluation"]["neighbours"],
         config=config,
-    log:
-        paths.log("report", Path(paths.report_dir).name),
-    benchmark:
-        paths.benchmark("report", Path(paths.report_dir).name)
-    conda:
-        ENV
     script:
         "../scripts/report.py"
