@@ -8,6 +8,9 @@ import pytest
 
 from cbir.codes import n_bytes, pack_bits, unpack_bits
 from cbir.io import read_descriptors, write_descriptors, write_parquet
+from conftest import REPO
+
+SRC = REPO / "src"
 
 INDEX = pd.DataFrame(
     {"image_id": ["a", "b", "c", "d"], "label": [1, 2, 3, 1], "train": [True, True, False, False], "database": [True, True, True, False], "query": [False, False, False, True]}
@@ -66,3 +69,42 @@ def test_write_is_atomic(tmp_path, monkeypatch):
         write_parquet(pd.DataFrame({"x": [2]}), target)
     assert pd.read_parquet(target)["x"].tolist() == [1]
     assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
+
+
+def test_a_writer_killed_mid_write_leaves_nothing_under_the_final_name(tmp_path):
+    """SIGKILL, which no cleanup survives, while a large table is being written."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    target = tmp_path / "big.bin"
+    target.write_bytes(b"the previous version")
+    writer = (
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(SRC)!r})\n"
+        "from cbir.io import atomic_output\n"
+        f"with atomic_output({str(target)!r}) as tmp, open(tmp, 'wb') as out:\n"
+        "    for _ in range(1000):\n"
+        "        out.write(b'x' * 100_000)\n"
+        "        out.flush()\n"
+        "        time.sleep(0.01)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", writer])
+    deadline = time.monotonic() + 60
+    while not any(p.stat().st_size for p in tmp_path.glob(".big.bin.*.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert list(tmp_path.glob(".big.bin.*.tmp")), "the writer never started"
+    assert target.read_bytes() == b"the previous version"
+
+
+def test_outputs_get_the_mode_of_any_new_file(tmp_path):
+    import os
+    import stat
+
+    write_parquet(pd.DataFrame({"x": [1]}), tmp_path / "t.parquet")
+    (tmp_path / "plain").write_text("x")
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
+    assert mode(tmp_path / "t.parquet") == mode(tmp_path / "plain")

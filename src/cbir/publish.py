@@ -120,7 +120,7 @@ def compare(theirs, ours, all_metrics: bool = False) -> pd.DataFrame:
         ["only ours", "only theirs", "time (no verdict)", f"OUTSIDE ±{BAND:g} sd"],
         default="inside",
     )
-    return table[[*keys, "mean", "sd", "n", "allowed_sd", "mean_theirs", "n_theirs", "status"]]
+    return table[[*keys, "mean", "sd", "n", "allowed_sd", "mean_theirs", "n_theirs", "outside", "status"]]
 
 
 def format_comparison(table: pd.DataFrame, ours_record: dict, theirs_record: dict | None) -> str:
