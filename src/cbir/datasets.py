@@ -408,7 +408,7 @@ def check_images(paths, threads: int | None = None) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(threads or min(8, os.cpu_count() or 1)) as pool:
-        bad = [error for error in pool.map(_decode_error, paths, chunksize=64) if error]
+        bad = [error for error in pool.map(_decode_error, paths) if error]
     if bad:
         raise ValueError(f"{len(bad)} unreadable image file(s): " + "; ".join(bad[:10]) + (" ..." if len(bad) > 10 else ""))
 

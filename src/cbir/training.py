@@ -403,7 +403,7 @@ def finetune(
             for name, value in batch_sums.items():
                 totals[name] = totals[name] + value if name in totals else value
             if step % report_every == 0 or step == steps_per_epoch:
-                means = {name: value.item() / seen for name, value in totals.items()}  # the only host sync
+                means = {name: value.item() / seen for name, value in totals.items()}  # waits for the device: only when logging
                 terms_text = "".join(f"  {name} {means[name]:.4f}" for name in terms)
                 log.info("epoch %d/%d  %3d%%  loss %.4f  acc %.2f%%%s  lr %.2e  %.0f img/s", epoch + 1, options["epochs"], 100 * step // steps_per_epoch, means["loss"], 100 * means["correct"], terms_text, scheduler.get_last_lr()[0], seen / (time.perf_counter() - started))
         means = {name: value.item() / seen for name, value in totals.items()}
