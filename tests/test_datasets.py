@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -140,3 +142,49 @@ def test_image_reader_names_file_that_disappeared(tmp_path, imagefolder_root):
     row = manifest.index[manifest["image_id"] == "dogs/rgb.jpg"][0]
     with pytest.raises(ValueError, match="rgb.jpg"):
         ImageReader(manifest)[row]
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
+    root = tmp_path / "photos"
+    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1040).astype(np.uint16)  # 0 .. 65520
+    (root / "scans").mkdir(parents=True)
+    Image.fromarray(ramp).save(root / "scans" / "ramp16.png")
+    save_image(root / "other" / "rgb.png", "RGB")
+    manifest = prepare("imagefolder", root, tmp_path)
+    row = manifest.index[manifest["image_id"] == "scans/ramp16.png"][0]
+    with Image.open(manifest.loc[row, "path"]) as raw:
+        assert raw.mode.startswith("I")  # Pillow keeps the 16 bits
+    for mode in ("L", "RGB"):
+        pixels = np.asarray(ImageReader(manifest, mode)[row], dtype=np.int64)
+        gray = pixels if mode == "L" else pixels[..., 0]
+        np.testing.assert_allclose(gray, ramp / 257, atol=0.51)  # 65535 -> 255, order kept
+        assert len(np.unique(gray)) == 64  # no run of clipped white
+
+
+def test_truncated_jpeg_is_named_at_the_dataset_stage(tmp_path, caltech_root):
+    # Pillow's verify() passes a JPEG cut short; only a full decode notices.
+    path = caltech_root / "caltech101" / "101_ObjectCategories" / "airplanes" / "image_0002.jpg"
+    save_image(path, "RGB", size=(64, 48), seed=5)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    with Image.open(path) as image:
+        image.verify()
+    with pytest.raises(ValueError, match="airplanes/image_0002.jpg.*truncated"):
+        prepare("caltech101", caltech_root, tmp_path)
+    assert not (tmp_path / "out" / "manifest.parquet").exists()
+
+
+def test_file_name_that_is_not_utf8_is_named(tmp_path, imagefolder_root):
+    bad = os.path.join(os.fsencode(imagefolder_root / "cats"), b"caf\xe9.png")
+    Image.new("RGB", (4, 4)).save(bad.decode("utf-8", "surrogateescape"), format="PNG")
+    with pytest.raises(ValueError, match=r"not valid UTF-8.*cats/caf\\xe9\.png"):
+        prepare("imagefolder", imagefolder_root, tmp_path)
+    assert not (tmp_path / "out" / "manifest.parquet").exists()
+
+
+@pytest.mark.parametrize("what", ["image", "class folder"])
+def test_dangling_symlink_is_named(tmp_path, imagefolder_root, what):
+    link = imagefolder_root / "dogs" / "gone.jpg" if what == "image" else imagefolder_root / "birds"
+    link.symlink_to(tmp_path / "elsewhere" / "missing")
+    with pytest.raises(FileNotFoundError, match=f"broken symbolic link.*{link.relative_to(tmp_path)}"):
+        prepare("imagefolder", imagefolder_root, tmp_path)

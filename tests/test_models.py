@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cbir.models import build_backbone
-from cbir.training import ImageTensors, finetune, run_layers, save_checkpoint
+from cbir.training import Augment, Batches, ImageTensors, classification_objective, finetune, run_layers, save_checkpoint
 
 OPTIONS = {
     "epochs": 1,
@@ -158,38 +158,136 @@ class Interrupted(RuntimeError):
 def test_killed_fine_tuning_resumes_from_checkpoint(tmp_path, caplog):
     images = tiny_images(tmp_path)
     options = {**OPTIONS, "epochs": 3}
+    steps_per_epoch = 96 // OPTIONS["batch_size"]
 
     def fresh():
         torch.manual_seed(0)
         return build_backbone("smallcnn", "none", in_channels=1, n_classes=2)
 
     uninterrupted = fresh()
-    finetune(uninterrupted, ImageTensors(images, "L", 12), None, options, flip=False, seed=0)
+    finetune(uninterrupted, ImageTensors(images, "L", 12), None, options, flip=True, seed=0)
 
-    class DiesInSecondEpoch(ImageTensors):
-        served = 0
+    calls = 0
 
-        def __getitem__(self, i):
-            DiesInSecondEpoch.served += 1
-            if DiesInSecondEpoch.served > len(self) + 20:
-                raise Interrupted("killed")
-            return super().__getitem__(i)
+    def dies_in_second_epoch(model, x, labels):
+        nonlocal calls
+        calls += 1
+        if calls > steps_per_epoch + 2:
+            raise Interrupted("killed")
+        return classification_objective(model, x, labels)
 
     resume = tmp_path / "model.pt.resume"
     with pytest.raises(Interrupted):
-        finetune(fresh(), DiesInSecondEpoch(images, "L", 12), None, options, flip=False, seed=0, resume_path=resume, run_id="a")
+        finetune(fresh(), ImageTensors(images, "L", 12), None, options, flip=True, seed=0, resume_path=resume, run_id="a", objective=dies_in_second_epoch)
     assert resume.is_file()
 
     resumed = fresh()
     with caplog.at_level("INFO"):
-        history = finetune(resumed, ImageTensors(images, "L", 12), None, options, flip=False, seed=0, resume_path=resume, run_id="a")
+        history = finetune(resumed, ImageTensors(images, "L", 12), None, options, flip=True, seed=0, resume_path=resume, run_id="a")
     assert "resumed from" in caplog.text and "after epoch 1" in caplog.text
     assert history["epoch"].tolist() == [1, 2, 3]
+    # Same process, inputs and batches: the resumed run is bit-identical to the uninterrupted one
+    # (shuffling, augmentation and dropout random states are restored with the weights).
     for key, value in uninterrupted.model.state_dict().items():
-        torch.testing.assert_close(value, resumed.model.state_dict()[key], msg=key)
+        torch.testing.assert_close(value, resumed.model.state_dict()[key], rtol=0, atol=0, msg=key)
 
     # A checkpoint of another configuration is not resumed.
     caplog.clear()
     with caplog.at_level("INFO"):
         finetune(fresh(), ImageTensors(images, "L", 12), None, options, flip=False, seed=0, resume_path=resume, run_id="b")
     assert "belongs to another configuration" in caplog.text
+
+
+def test_same_seed_same_training_other_seed_other_training(tmp_path):
+    images = tiny_images(tmp_path)
+
+    def trained(seed):
+        torch.manual_seed(0)
+        backbone = build_backbone("smallcnn", "none", in_channels=1, n_classes=2)
+        finetune(backbone, ImageTensors(images, "L", 12), None, OPTIONS, flip=True, seed=seed)
+        return backbone.head.weight.detach()
+
+    first = trained(0)
+    torch.testing.assert_close(trained(0), first, rtol=0, atol=0)
+    assert not torch.allclose(trained(1), first)
+
+
+def test_streamed_and_resident_batches_are_the_same(tmp_path):
+    dataset = ImageTensors(tiny_images(tmp_path, n=50), "L", 12)
+    order = torch.randperm(50, generator=torch.Generator().manual_seed(3))
+    resident = Batches(dataset, 16, torch.device("cpu"))
+    streamed = Batches(dataset, 16, torch.device("cpu"), workers=2, resident_gib=0)
+    assert resident.resident and not streamed.resident
+    pairs = list(zip(resident(order), streamed(order), strict=True))
+    assert [len(images) for (images, _), _ in pairs] == [16, 16, 16, 2]
+    for (images_a, labels_a), (images_b, labels_b) in pairs:
+        assert torch.equal(images_a, images_b) and torch.equal(labels_a, labels_b)
+    first = next(resident(order))[0]
+    assert torch.equal(first[0], dataset[int(order[0])][0])  # batches follow the order given
+    # A last batch of one image (batch norm cannot train on it) is left out on request.
+    assert [len(i) for i, _ in Batches(dataset, 7, torch.device("cpu"))(order, drop_single=True)] == [7] * 7
+
+
+def test_fine_tuning_streamed_from_disk_learns_too(tmp_path):
+    torch.manual_seed(0)
+    dataset = ImageTensors(tiny_images(tmp_path), "L", 12)
+    backbone = build_backbone("smallcnn", "none", in_channels=1, n_classes=2)
+    before = mean_loss(backbone, dataset)
+    finetune(backbone, dataset, None, {**OPTIONS, "resident_gib": 0}, flip=False, seed=0)
+    assert mean_loss(backbone, dataset) < 0.8 * before
+
+
+def test_augmentation_draws_within_its_ranges():
+    n = 4000
+    generator = torch.Generator().manual_seed(0)
+    for flip in (False, True):
+        theta = Augment((0.5,), (0.5,), flip=flip).random_theta(n, "cpu", generator)
+        det = theta[:, 0, 0] * theta[:, 1, 1] - theta[:, 0, 1] * theta[:, 1, 0]  # mirror / scale²
+        scale = det.abs().rsqrt()
+        angle = torch.rad2deg(torch.atan2(theta[:, 1, 0] * torch.sign(det), theta[:, 1, 1]))
+        shift = theta[:, :, 2] / 2  # as a fraction of the image size
+        assert 0.9 - 1e-6 <= scale.min() < 0.91 and 1.09 < scale.max() <= 1.1 + 1e-6
+        assert -10 - 1e-4 <= angle.min() < -9.5 and 9.5 < angle.max() <= 10 + 1e-4
+        assert -0.1 - 1e-6 <= shift.min() < -0.095 and 0.095 < shift.max() <= 0.1 + 1e-6
+        mirrored = (det < 0).float().mean().item()
+        assert (0.45 < mirrored < 0.55) if flip else mirrored == 0
+
+
+def test_augmentation_is_seeded_and_flips_only_when_asked():
+    images = torch.arange(2 * 8 * 8, dtype=torch.uint8).view(2, 1, 8, 8)
+    augment = Augment((0.0,), (1.0,), flip=True)
+
+    def augmented(seed):
+        return augment(images, train=True, generator=torch.Generator().manual_seed(seed))
+
+    assert torch.equal(augmented(0), augmented(0)) and not torch.equal(augmented(0), augmented(1))
+    # Without rotation, scaling and shifting only the flip is left: each image mirrored or not.
+    flips_only = Augment((0.0,), (1.0,), flip=True, degrees=0, translate=0, scale=(1, 1))
+    plain = images.float() / 255
+    outcomes = set()
+    for seed in range(8):
+        out = flips_only(images, train=True, generator=torch.Generator().manual_seed(seed))
+        for i in range(2):
+            mirrored = torch.allclose(out[i], plain[i].flip(-1), atol=1e-5)
+            assert mirrored or torch.allclose(out[i], plain[i], atol=1e-5)
+            outcomes.add(mirrored)
+    assert outcomes == {True, False}
+    assert torch.equal(augment(images), plain)  # not training: normalisation only
+
+
+def test_compile_option_runs_the_objective_through_torch_compile(tmp_path, monkeypatch):
+    # Dynamo's tracing with the eager backend: the option's plumbing, without minutes of C++ codegen.
+    compiled, compile = [], torch.compile
+
+    def eager_compile(fn, **kwargs):
+        compiled.append(fn)
+        return compile(fn, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    torch.manual_seed(0)
+    dataset = ImageTensors(tiny_images(tmp_path), "L", 12)
+    backbone = build_backbone("smallcnn", "none", in_channels=1, n_classes=2)
+    before = mean_loss(backbone, dataset)
+    finetune(backbone, dataset, None, {**OPTIONS, "compile": True}, flip=False, seed=0)
+    assert len(compiled) == 1
+    assert mean_loss(backbone, dataset) < 0.8 * before

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from cbir.datasets import native_mode, read_manifest
+from cbir.image_cache import open_image_cache
 from cbir.io import ROLES, read_parquet, write_descriptors, write_parquet
 from cbir.models import Backbone, build_backbone, input_mode
 from cbir.training import ImageTensors, save_checkpoint, finetune, fingerprint, resolve_device, run_layers, seed_everything
@@ -25,14 +27,33 @@ MIRROR_INVARIANT = {"fashion_mnist", "cifar10", "caltech101", "holidays", "image
 
 
 def split_images(manifest_path: str | os.PathLike, split_path: str | os.PathLike) -> pd.DataFrame:
-    """The split's rows (in split order) with the manifest's pixel locations."""
-    manifest = read_manifest(manifest_path)
+    """The split's rows (in split order) with the manifest's pixel locations and ``row``, each
+    image's position in the manifest (its row in an image cache)."""
+    manifest = read_manifest(manifest_path).assign(row=lambda m: np.arange(len(m)))
     split = read_parquet(split_path)
-    images = split.merge(manifest[["image_id", "path", "index"]], on="image_id", how="left", validate="one_to_one")
+    images = split.merge(manifest[["image_id", "path", "index", "row"]], on="image_id", how="left", validate="one_to_one")
     if images["path"].isna().any():
         missing = images.loc[images["path"].isna(), "image_id"].head().tolist()
         raise ValueError(f"split {split_path} names images missing from manifest {manifest_path}: {missing}")
     return images
+
+
+def image_set(images: pd.DataFrame, mode: str, size: int, image_cache=None, manifest_path=None) -> ImageTensors:
+    """``images`` (rows of :func:`split_images`) as model input; from ``image_cache`` when given,
+    checked to hold every image of ``manifest_path`` in ``mode`` at ``size``."""
+    if image_cache is not None:
+        open_image_cache(image_cache, pq.ParquetFile(manifest_path).metadata.num_rows, mode, size)
+    return ImageTensors(images.reset_index(drop=True), mode, size, image_cache)
+
+
+def training_sets(images: pd.DataFrame, options: dict, seed: int, mode: str, size: int, image_cache=None, manifest_path=None) -> tuple[ImageTensors, ImageTensors | None]:
+    """The split's training images, less a seeded ``validation_fraction`` held out for per-epoch
+    validation (None when nothing is held out)."""
+    train = images[images["train"]].reset_index(drop=True)
+    is_val = np.zeros(len(train), dtype=bool)
+    is_val[np.random.default_rng(seed).permutation(len(train))[: int(round(options["validation_fraction"] * len(train)))]] = True
+    val_set = image_set(train[is_val], mode, size, image_cache, manifest_path) if is_val.any() else None
+    return image_set(train[~is_val], mode, size, image_cache, manifest_path), val_set
 
 
 def load_backbone(backbone_cfg: dict, dataset_kind: str, weights: str | None = None) -> tuple[Backbone, str]:
@@ -51,10 +72,14 @@ def train_backbone(
     model_path,
     history_path,
     weights_path: str | None = None,
+    image_cache: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Fine-tune on the split's training images; write the model and the per-epoch history.
 
-    A run killed mid-way resumes from ``<model_path>.resume`` (kept only while training).
+    ``image_cache`` is the dataset's image cache for the backbone's input mode and size
+    (:func:`cbir.image_cache.build_image_cache`); without one, the images are read from the
+    dataset's ``pixels.npy`` or decoded once at the start. A run killed mid-way resumes from
+    ``<model_path>.resume`` (kept only while training).
     """
     images = split_images(manifest_path, split_path)
     train = images[images["train"]].reset_index(drop=True)
@@ -65,13 +90,8 @@ def train_backbone(
     backbone, mode = load_backbone(backbone_cfg, dataset_kind, weights_path)
     backbone.replace_head(n_classes)
 
-    rng = np.random.default_rng(seed)
-    is_val = np.zeros(len(train), dtype=bool)
-    is_val[rng.permutation(len(train))[: int(round(options["validation_fraction"] * len(train)))]] = True
     size = backbone_cfg["input_size"]
-    train_set = ImageTensors(train[~is_val].reset_index(drop=True), mode, size)
-    val_set = ImageTensors(train[is_val].reset_index(drop=True), mode, size) if is_val.any() else None
-
+    train_set, val_set = training_sets(images, options, seed, mode, size, image_cache, manifest_path)
     resume_path = Path(str(model_path) + ".resume")
     run_id = fingerprint(backbone_cfg, dataset_kind, seed, train["image_id"].tolist(), weights_path)
     history = finetune(backbone, train_set, val_set, options, dataset_kind in MIRROR_INVARIANT, seed, resume_path, run_id)
@@ -96,16 +116,22 @@ def extract_features(
     out_path,
     weights_path: str | None = None,
     seed: int = 0,
-    batch_size: int = 256,
+    batch_size: int | None = None,
+    image_cache: str | os.PathLike | None = None,
 ) -> np.ndarray:
-    """Write ``layer``'s activations for every image of the split as a descriptor file."""
+    """Write ``layer``'s activations for every image of the split as a descriptor file.
+
+    ``batch_size`` defaults to 256 images on a CPU and 1,024 on a GPU; ``image_cache`` as for
+    :func:`train_backbone`."""
     images = split_images(manifest_path, split_path)
     seed_everything(seed)  # random-weight backbones are the same for a seed
     backbone, mode = load_backbone(backbone_cfg, dataset_kind, weights_path)
     device = resolve_device(backbone_cfg["finetune"]["device"])
     log.info("extracting %s features of %d images with %s on %s", layer, len(images), backbone.arch, device)
-    dataset = ImageTensors(images, mode, backbone_cfg["input_size"])
-    features = run_layers(backbone, dataset, (layer,), batch_size, backbone_cfg["finetune"]["workers"], device, progress=True)[layer]
+    dataset = image_set(images, mode, backbone_cfg["input_size"], image_cache, manifest_path)
+    options = backbone_cfg["finetune"]
+    batch_size = batch_size or (1024 if device.type == "cuda" else 256)
+    features = run_layers(backbone, dataset, (layer,), batch_size, options["workers"], device, progress=True, resident_gib=options.get("resident_gib"))[layer]
     if not np.isfinite(features).all():
         raise ValueError(f"non-finite {layer} features from {weights_path or backbone_cfg['weights']}")
     write_descriptors(out_path, images[["image_id", "label", *ROLES]], features)

@@ -152,8 +152,6 @@ def build_backbone(arch: str, weights: str = "none", in_channels: int = 3, n_cla
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
-    import torchvision
-
     state = None
     if weights not in ("none", "imagenet"):
         state = load_state_dict(weights)
@@ -166,11 +164,11 @@ def build_backbone(arch: str, weights: str = "none", in_channels: int = 3, n_cla
         if weights == "imagenet":
             raise ValueError("there are no ImageNet weights for smallcnn")
         model = SmallCNN(in_channels=in_channels, n_classes=n_classes)
-    elif weights == "imagenet":
-        # The original ImageNet weights (V1), as in the papers.
-        model = torchvision.models.get_model(arch, weights="IMAGENET1K_V1")
     else:
-        model = torchvision.models.get_model(arch, weights=None, num_classes=n_classes)
+        import torchvision  # about 1.6 s: only for the archs that need it
+
+        # ImageNet weights are the original ones (V1), as in the papers.
+        model = torchvision.models.get_model(arch, weights="IMAGENET1K_V1") if weights == "imagenet" else torchvision.models.get_model(arch, weights=None, num_classes=n_classes)
     if state is not None:
         try:
             model.load_state_dict(state)
