@@ -532,3 +532,47 @@ def test_train_hash_stage_on_a_sample_writes_model_codes_and_trace(tmp_path):
         train_hash(tmp_path / "features.parquet", "itq", 8, params={}, seed=3, train_sample=0, model_path=out / "x.npz",
                    codes_path=out / "x.parquet", trace_path=out / "x.tsv")
 
+
+
+# ---------------------------------------------------------------------------------- torch
+@pytest.mark.parametrize("n_bits, options", [(8, {}), (20, {}), (12, {"svm_tol": 1e-3, "svm_max_newton": None, "svm_max_cg": None})])
+def test_torch_path_matches_numpy_path(n_bits, options):
+    # the same algorithm in torch (run here on the CPU): float round-off may flip a few bits and
+    # steer later iterates, so compare within a tolerance, not bit for bit
+    torch = pytest.importorskip("torch")
+    X = _planted(40 + n_bits, n=600, dim=40, n_bits=n_bits, noise=0.8)
+    numpy_model = BinaryAutoencoder(n_bits, random_state=0, **options).fit(X)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small problems: threads only add overhead on a shared machine
+    try:
+        torch_model = BinaryAutoencoder(n_bits, random_state=0, device="torch-cpu", **options).fit(X)
+    finally:
+        torch.set_num_threads(threads)
+    assert (numpy_model.transform(X) == torch_model.transform(X)).mean() >= 0.9
+    for column in ("E_BA", "E_Q"):
+        assert torch_model.trace_[column].iloc[-1] == pytest.approx(numpy_model.trace_[column].iloc[-1], rel=0.02)
+    assert torch_model.converged_ == numpy_model.converged_
+    assert abs(torch_model.n_iter_ - numpy_model.n_iter_) <= 3
+
+
+def test_device_option():
+    X = _planted(50, n=200, dim=20, n_bits=4)
+    with pytest.raises(ValueError, match="unknown device"):
+        BinaryAutoencoder(4, device="tpu").fit(X)
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("checks the fallbacks of a machine without a GPU")
+    with pytest.raises(RuntimeError, match="no CUDA GPU"):
+        BinaryAutoencoder(4, device="cuda").fit(X)
+    auto = BinaryAutoencoder(4, device="auto", random_state=0).fit(X)  # falls back to the numpy path: same arithmetic
+    np.testing.assert_array_equal(auto.encode(X), BinaryAutoencoder(4, random_state=0).fit(X).encode(X))
+
+
+def test_numpy_path_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from cbir.hashing import BinaryAutoencoder; "
+            "X = np.random.default_rng(0).standard_normal((100, 10)); BinaryAutoencoder(4, max_iter=3).fit(X); "
+            "print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

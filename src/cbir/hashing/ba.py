@@ -170,7 +170,7 @@ class BinaryAutoencoder(LinearHasher):
         state = _make_state(self.device, X_fit, float(self.C))
         itq = ITQ(L, n_iter=self.itq_iter, random_state=self.random_state).fit(X_fit)
         state.init_from_linear(itq.W_, itq.b_)
-        mus = self._mu_values(state.recon(state.Z).mean())
+        mus = self._mu_values(state.recon_sum(state.Z) / len(X_fit))
         log.info("BA: %d bits, %d x %d training features, device %s, mu schedule (%d values): %s",
                  L, *X_fit.shape, state.name, len(mus), np.array2string(mus, precision=3, separator=", "))
         accepted_precision = validator(state.hash_codes(), state.weights()) if validator else np.nan
@@ -199,9 +199,9 @@ class BinaryAutoencoder(LinearHasher):
             skip_z = j >= len(mus)  # rolled back past the last mu: nothing left to try
             mu = mus[min(j, len(mus) - 1)]
             e_hf = state.e_q(mu)
-            e_ba = float(state.recon(state.H).sum())
+            e_ba = state.recon_sum(state.H)
             z_changed = 0 if skip_z else state.z_step(mu, self.exact_max_bits)
-            e_recon = float(state.recon(state.Z).sum())
+            e_recon = state.recon_sum(state.Z)
             mismatches = state.mismatches()
             rows.append(dict(
                 iteration=len(rows), mu=mu, E_BA=e_ba, E_Q_start=e_start, E_Q_hf=e_hf, E_Q_recon=e_recon,
@@ -392,8 +392,11 @@ class _MACState:
         Zf = Z.astype(np.float64)
         return np.maximum(self.xc_sq - 2 * (Zf * self.q).sum(axis=1) + ((Zf @ self.G) * Zf).sum(axis=1), 0.0)
 
+    def recon_sum(self, Z) -> float:
+        return float(self.recon(Z).sum())
+
     def e_q(self, mu) -> float:
-        return float(self.recon(self.Z).sum() + mu * self.mismatches())
+        return self.recon_sum(self.Z) + mu * self.mismatches()
 
     # codes ---------------------------------------------------------------------
     def z_step(self, mu, exact_max_bits) -> int:

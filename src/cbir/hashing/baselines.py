@@ -94,17 +94,20 @@ class CCAITQ(LinearHasher):
     One-hot labels of C classes give at most C - 1 informative directions (r > 0). For more bits,
     the projection is completed by the principal directions of the residual of X after
     regressing out the canonical scores (the directions of largest variance uncorrelated with
-    them on the training set), scaled so that the first has the variance of the weakest canonical
-    direction and the rest keep PCA's proportions: those bits then add the within-class variation
-    that ITQ would code, without outweighing the class directions.
+    them on the training set), the first scaled to the standard deviation ``residual_weight``
+    times the weakest canonical one's, the rest in PCA's proportions. The weight trades label
+    retrieval for neighbour retrieval; 0.3 kept the label mAP of smaller weights on the digits
+    features while keeping more Euclidean neighbours, and 1.0 lost 4-6 points of label mAP
+    (measurements in docs/hashing-notes.md).
     """
 
     _needs_n_bits_le_features = True
     _supervised = True
 
-    def __init__(self, n_bits: int = 32, *, reg: float = 1e-4, n_iter: int = 50, random_state=None):
+    def __init__(self, n_bits: int = 32, *, reg: float = 1e-4, residual_weight: float = 0.3, n_iter: int = 50, random_state=None):
         self.n_bits = n_bits
         self.reg = reg
+        self.residual_weight = residual_weight
         self.n_iter = n_iter
         self.random_state = random_state
 
@@ -129,7 +132,8 @@ class CCAITQ(LinearHasher):
         n_informative = min(self.n_bits, int(np.linalg.matrix_rank(Yc)), dim)
         P = W[:, order[:n_informative]] * r[:n_informative]
         if n_informative < self.n_bits:
-            P = np.hstack([P, _residual_directions(Xc, P, self.n_bits - n_informative, r[n_informative - 1] if n_informative else 1.0, rng)])
+            weakest = r[n_informative - 1] if n_informative else 1.0
+            P = np.hstack([P, _residual_directions(Xc, P, self.n_bits - n_informative, self.residual_weight * weakest, rng)])
         R = itq_rotation(Xc @ P, self.n_iter, rng)
         self.mean_, self.projection_, self.correlations_, self.rotation_ = mean, P, r[:n_informative], R
         self.W_ = (P @ R).astype(X.dtype)
@@ -138,7 +142,7 @@ class CCAITQ(LinearHasher):
 
 def _residual_directions(Xc, P, n_dirs, scale, rng):
     """``n_dirs`` projection directions of the principal components of Xc after regressing out the
-    scores Xc P; the first scaled to variance ``scale`` ** 2, the rest in PCA's proportions."""
+    scores Xc P; the first scaled to standard deviation ``scale``, the rest in PCA's proportions."""
     S = Xc @ P
     B = np.linalg.lstsq(S, Xc, rcond=None)[0]  # residual of x: x - (x P) B = x (I - P B)
     pca = PCA(n_components=n_dirs, random_state=seed_from(rng)).fit(Xc - S @ B)
