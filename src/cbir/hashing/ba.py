@@ -20,9 +20,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 from sklearn.utils import check_random_state
-from threadpoolctl import threadpool_limits
 
-from cbir.hashing.base import LinearHasher
+from cbir.hashing.base import LinearHasher, single_threaded_blas
 from cbir.hashing.baselines import ITQ
 from cbir.hashing.svm import exact_line_search, fit_squared_hinge_svm
 from cbir.hashing.validation import hamming_distances, tie_aware_precision_at_k
@@ -304,7 +303,7 @@ def _least_squares_decoder(X: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np
     """(A, c) minimising sum_n ||x_n - A z_n - c||^2 (minimum-norm solution if Z is rank deficient)."""
     Za = np.hstack([Z.astype(np.float64), np.ones((len(Z), 1))])
     ZtX = (Za.astype(np.float32).T @ X).astype(np.float64)
-    with threadpool_limits(1):  # a small system: BLAS threads only add overhead
+    with single_threaded_blas():  # a small system: BLAS threads only add overhead
         sol = np.linalg.lstsq(Za.T @ Za, ZtX, rcond=None)[0]
     return sol[:-1].T.copy(), sol[-1].copy()
 
@@ -400,7 +399,7 @@ class _MACState:
 
     # codes ---------------------------------------------------------------------
     def z_step(self, mu, exact_max_bits) -> int:
-        with threadpool_limits(1):  # (N, L) x (L, L) products: faster single-threaded
+        with single_threaded_blas():  # (N, L) x (L, L) products: faster single-threaded
             Z = zstep(self.q, self.G, self.H, self.Z, mu, h_err=self.recon(self.H), exact_max_bits=exact_max_bits)
         changed = int((Z != self.Z).sum())
         self.Z = Z

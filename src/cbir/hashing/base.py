@@ -7,11 +7,13 @@ array of 0/1 and ``encode(X)`` the same bits packed with :func:`cbir.codes.pack_
 
 from __future__ import annotations
 
+import functools
 import numbers
 
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import ThreadpoolController
 
 from cbir.codes import MAX_BITS, pack_bits
 
@@ -107,6 +109,19 @@ class LinearHasher(BaseHasher):
 
     def _project(self, X: np.ndarray) -> np.ndarray:
         return X @ self.W_.astype(X.dtype, copy=False) + self.b_.astype(X.dtype, copy=False)
+
+
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def single_threaded_blas():
+    """A context limiting BLAS/LAPACK to one thread, for small products and factorisations where
+    threads only add overhead. ``threadpool_limits(1)`` would rescan the loaded libraries on
+    every call (milliseconds each; BA enters this several times per iteration); the controller
+    scans once, when numpy's BLAS is already loaded."""
+    return _blas_controller().limit(limits=1)
 
 
 def seed_from(random_state) -> int:

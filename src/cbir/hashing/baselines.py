@@ -7,9 +7,8 @@ from scipy.linalg import eigh
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
-from threadpoolctl import threadpool_limits
 
-from cbir.hashing.base import BaseHasher, LinearHasher, seed_from
+from cbir.hashing.base import BaseHasher, LinearHasher, seed_from, single_threaded_blas
 
 
 class LSH(LinearHasher):
@@ -70,7 +69,7 @@ def itq_rotation(V: np.ndarray, n_iter: int, rng) -> np.ndarray:
     updates from a random orthogonal matrix drawn from the RandomState ``rng``."""
     n_bits = V.shape[1]
     R, _ = np.linalg.qr(rng.standard_normal((n_bits, n_bits)))
-    with threadpool_limits(1):  # small SVDs: BLAS threads only add overhead
+    with single_threaded_blas():  # small SVDs: BLAS threads only add overhead
         for _ in range(int(n_iter)):
             B = np.where(V @ R >= 0, 1.0, -1.0)
             U, _, Vt = np.linalg.svd(B.T @ V)  # B'V = U S Vt  ->  R = (U Vt)' maximises tr(B' V R)

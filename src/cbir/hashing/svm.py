@@ -22,7 +22,8 @@ which makes the diagonal preconditioner effective (the binary autoencoder does t
 from __future__ import annotations
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+
+from cbir.hashing.base import single_threaded_blas
 
 _NEWTON_CAP = 1000  # LIBLINEAR's TRON: at most 1000 Newton iterations
 
@@ -80,7 +81,7 @@ class _Preconditioner:
         if self.block:
             k = self.block
             inv = np.empty((act.shape[1], k, k))
-            with threadpool_limits(1):  # many small LAPACK calls: threads only add overhead
+            with single_threaded_blas():  # many small LAPACK calls: threads only add overhead
                 for j in range(act.shape[1]):
                     Xk = X[act[:, j] > 0, :k].astype(np.float64)
                     inv[j] = np.linalg.inv(np.eye(k) + 2 * C * (Xk.T @ Xk))
