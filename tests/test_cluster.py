@@ -25,10 +25,10 @@ def slurm_is_up() -> bool:
 
 pytestmark = pytest.mark.skipif(not slurm_is_up(), reason="no SLURM cluster here (sbatch missing or no node up); .ci/slurm-up starts one")
 
-# The embedded workflow, smaller: every stage and rule kind, one seed, method, length and two models.
+# The embedded workflow, smaller: every stage and rule kind, one seed and length, two methods and two models.
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
 CONFIG["seeds"] = [0]
-CONFIG["hashing"].update(methods=["itq"], bits=[12])
+CONFIG["hashing"].update(methods=["itq", "ssdh_head"], bits=[12])
 CONFIG["metric_learning"].update(models=["PT", "FT"])
 CONFIG["backbones"]["smallcnn"]["finetune"]["epochs"] = 2
 
@@ -57,11 +57,11 @@ def test_slurm_run_equals_local_run(tmp_path):
 
     # The same numbers: every evaluation summary, and the codes themselves.
     summaries = sorted(p.relative_to(local) for p in local.glob("results/digits/seed0/evaluation/**/summary.parquet"))
-    assert len(summaries) == 1 + 1 + 2
+    assert len(summaries) == 1 + 2 + 2
     for path in summaries:
         pd.testing.assert_frame_equal(pd.read_parquet(local / path), pd.read_parquet(cluster / path), check_exact=False, rtol=1e-9)
     codes = sorted(local.glob("results/digits/seed0/hashing/**/descriptors.parquet"))
-    assert len(codes) == 1
+    assert len(codes) == 2
     for path in codes:
         np.testing.assert_array_equal(read_descriptors(path).values, read_descriptors(cluster / path.relative_to(local)).values)
     assert (cluster / "results/report/default/table2_hashing_methods.tsv").is_file()

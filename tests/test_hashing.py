@@ -1,24 +1,29 @@
-"""Tests of cbir.hashing: the BA's Z, h and f steps, the SVM solver, and every hasher's API."""
+"""Tests of cbir.hashing: the BA's Z, h and f steps and training options, the SVM solver, CCA-ITQ,
+model files without pickle, the train_hash stage, and every hasher's API."""
 
 from __future__ import annotations
 
 import itertools
+import json
+import logging
 import pickle
 
-import joblib
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.svm import LinearSVC
 
 from cbir.codes import n_bytes, unpack_bits
-from cbir.hashing import HASHERS, ITQ, BinaryAutoencoder, make_hasher
-from cbir.hashing.ba import _least_squares_decoder, _MACState
+from cbir.hashing import HASHERS, ITQ, BinaryAutoencoder, load_hash_model, load_hasher, make_hasher, save_hasher
+from cbir.hashing.ba import _least_squares_decoder, _MACState, _Validator
 from cbir.hashing.svm import exact_line_search, fit_squared_hinge_svm, svm_objective
+from cbir.hashing.validation import hamming_distances, tie_aware_precision_at_k
 from cbir.hashing.zstep import box_qp, greedy_flips, zstep, zstep_exact, zstep_objective, zstep_relaxed
+from cbir.metrics import evaluate_distances, neighbour_relevance
 
-FAST = {"ba": {"max_iter": 15}}  # keep the BA fits in the API tests short
+FAST = {"ba": {"max_iter": 5}}  # keep the BA fits in the API tests short
 
 
 def hasher(name, n_bits, seed=0):
@@ -143,6 +148,24 @@ def test_svm_solver_rotation_invariant_and_warm_start():
     assert info["n_newton"] == 0  # warm start at the optimum: nothing to do
 
 
+def test_svm_without_budget_meets_liblinear_stopping_rule():
+    # the authors' h step: LIBLINEAR -e 0.001 solves until ||grad f|| <= eps * min(#pos, #neg) / N * ||grad f(0)||
+    X, Y = _svm_problem(np.random.default_rng(8), n=400, d=20)
+    X_aug = np.hstack([X, np.ones((len(X), 1))])
+    C, tol = 100.0, 1e-3
+
+    def gradient(V):
+        act = np.maximum(0.0, 1.0 - Y * (X_aug @ V))
+        return V - 2 * C * X_aug.T @ (Y * act)
+
+    n_pos = (Y > 0).sum(axis=0)
+    bound = tol * np.minimum(n_pos, len(Y) - n_pos) / len(Y) * np.linalg.norm(gradient(np.zeros((X_aug.shape[1], 3))), axis=0)
+    budget, _ = fit_squared_hinge_svm(X_aug, Y, C, tol=tol, max_newton=1, max_cg=2)
+    assert (np.linalg.norm(gradient(budget), axis=0) > bound).any()  # one short step is not enough here
+    V, _ = fit_squared_hinge_svm(X_aug, Y, C, tol=tol, max_newton=None, max_cg=None)
+    assert (np.linalg.norm(gradient(V), axis=0) <= bound).all()
+
+
 def test_exact_line_search_minimises_along_direction():
     rng = np.random.default_rng(7)
     X, Y = _svm_problem(rng)
@@ -173,8 +196,6 @@ def test_e_q_non_increasing_at_fixed_mu(n_bits):
     itq = ITQ(n_bits, random_state=0).fit(X)
     state = _MACState(X, C=100.0)
     state.init_from_linear(itq.W_, itq.b_)
-    state.Z = state.H.copy()
-    state.f_step()
     mu = 0.1 * state.recon(state.Z).mean() / n_bits
     values = [state.e_q(mu)]
     for _ in range(4):
@@ -204,24 +225,37 @@ def test_h_step_keeps_old_svm_when_new_one_mismatches_more():
     assert int((((state.X_rot @ V) > 0) != z).sum()) > before  # the SVM alone would be worse
     trained, accepted, _ = state.h_step(tol=1e-8, max_newton=50, max_cg=50)
     assert (trained, accepted) == (1, 0) and int((state.H != z).sum()) == before
+    # without the acceptance rule (the authors' h step) the worse SVM is taken
+    state.Z_fit = None
+    trained, accepted, _ = state.h_step(tol=1e-8, max_newton=50, max_cg=50, reject_worse=False)
+    assert (trained, accepted) == (1, 1) and int((state.H != z).sum()) > before
 
 
-def test_ba_trace_is_monotone_and_converges():
+TRACE_COLUMNS = ["iteration", "mu", "E_BA", "E_Q_start", "E_Q_hf", "E_Q_recon", "E_Q_penalty", "E_Q", "mismatches", "z_changed",
+                 "svm_trained", "svm_accepted", "newton_steps", "cg_steps", "val_precision", "rolled_back", "seconds"]
+
+
+def test_ba_trace_is_monotone_converges_and_is_logged(caplog):
     X = _planted(11, n=400, dim=30, n_bits=8)
-    model = BinaryAutoencoder(8, random_state=0).fit(X)
+    with caplog.at_level(logging.INFO, logger="cbir.hashing.ba"):
+        model = BinaryAutoencoder(8, random_state=0).fit(X)
     tr = model.trace_
-    expected = {"iteration", "mu", "E_Q_start", "E_Q_hf", "E_Q_z", "recon_h", "recon_Z", "mismatches", "z_changed",
-                "svm_trained", "svm_accepted", "seconds"}
-    assert expected <= set(tr.columns)
+    assert list(tr.columns) == TRACE_COLUMNS
     assert len(tr) == model.n_iter_ and (np.diff(tr["mu"]) > 0).all()
-    rows = tr.iloc[1:]
-    assert (rows["E_Q_hf"] <= rows["E_Q_start"] * (1 + 1e-9)).all()
-    assert (tr["E_Q_z"] <= tr["E_Q_hf"] * (1 + 1e-9)).all()
+    np.testing.assert_array_equal(tr["mu"], model.mu_schedule_[: model.n_iter_])
+    assert (tr["E_Q_hf"] <= tr["E_Q_start"] * (1 + 1e-9)).all()
+    assert (tr["E_Q"] <= tr["E_Q_hf"] * (1 + 1e-9)).all()
+    np.testing.assert_allclose(tr["E_Q"], tr["E_Q_recon"] + tr["E_Q_penalty"])
+    np.testing.assert_allclose(tr["E_Q_penalty"], tr["mu"] * tr["mismatches"])
+    assert tr["val_precision"].isna().all() and not tr["rolled_back"].any()
     assert model.converged_ and tr["mismatches"].iloc[-1] == 0
-    # the encoder's codes on the training set decode with the recorded error
+    # at convergence Z = h(X): the encoder's codes decode with the recorded error
     bits = model.transform(X)
-    recon = ((X - model.decode(bits)) ** 2).sum(axis=1).mean()
-    assert recon <= tr["recon_h"].iloc[-1] * (1 + 1e-4)
+    recon = ((X - model.decode(bits)) ** 2).sum()
+    assert recon <= tr["E_BA"].iloc[-1] * (1 + 1e-4) and tr["E_BA"].iloc[-1] == pytest.approx(tr["E_Q"].iloc[-1], rel=1e-6)
+    iterations = [r.getMessage() for r in caplog.records if r.name == "cbir.hashing.ba" and r.getMessage().startswith("iter ")]
+    assert len(iterations) == model.n_iter_ and f"mu {tr['mu'].iloc[-1]:.4g}" in iterations[-1]
+    assert any("mu schedule" in r.getMessage() for r in caplog.records)
 
 
 def test_ba_beats_itq_on_planted_binary_structure():
@@ -239,10 +273,68 @@ def test_ba_beats_itq_on_planted_binary_structure():
     assert (ratios < 0.9).sum() >= 4, ratios
 
 
-def test_ba_explicit_mu_schedule():
+def test_ba_explicit_mu_schedules():
     X = _planted(12, n=200, dim=20, n_bits=4)
-    model = BinaryAutoencoder(4, mu_schedule=[1e-3, 1e-2], random_state=0).fit(X)
-    assert model.n_iter_ <= 2 and list(model.trace_["mu"]) == [1e-3, 1e-2][: model.n_iter_]
+    model = BinaryAutoencoder(4, mu_schedule=[1e-3, 1e-3, 1e-2], random_state=0).fit(X)
+    assert model.n_iter_ <= 3 and list(model.trace_["mu"]) == [1e-3, 1e-3, 1e-2][: model.n_iter_]
+    model = BinaryAutoencoder(4, mu_schedule={"start": 2e-5, "factor": 2.0, "count": 20}, max_iter=5, random_state=0).fit(X)
+    np.testing.assert_allclose(model.mu_schedule_, 2e-5 * 2.0 ** np.arange(20))
+    assert model.n_iter_ <= 5
+    for bad in ({"start": 1.0, "factor": 2.0}, [], [1.0, -1.0]):
+        with pytest.raises(ValueError, match="mu_schedule"):
+            BinaryAutoencoder(4, mu_schedule=bad).fit(X)
+
+
+def _validated_fits():
+    """BA fits with validation rollback on small noisy sets (K = 1 neighbour: rollbacks are common)."""
+    fits = []
+    for seed in range(3):
+        X = _planted(30 + seed, n=300, dim=30, n_bits=20, noise=1.5)
+        schedule = np.repeat(0.02 * 1.6 ** np.arange(10), 2)  # each mu twice: a rollback must skip the repeat
+        fits.append((X, BinaryAutoencoder(20, mu_schedule=schedule, n_validation=60, random_state=seed).fit(X)))
+    return fits
+
+
+def test_ba_validation_rollback_keeps_the_best_validated_hash_function():
+    fits = _validated_fits()
+    assert any(model.trace_["rolled_back"].any() for _, model in fits)
+    for X, model in fits:
+        tr = model.trace_
+        held_out = np.zeros(len(X), dtype=bool)
+        held_out[model.validation_indices_] = True
+        assert held_out.sum() == 60 and tr["val_precision"].notna().all()
+        accepted = tr.loc[~tr["rolled_back"], "val_precision"].to_numpy()
+        assert (np.diff(accepted) >= 0).all()  # an h step is kept only if it does not lower the precision
+        last_accepted = -np.inf
+        for i, row in tr.iterrows():
+            if not row["rolled_back"]:
+                last_accepted = row["val_precision"]
+                continue
+            assert row["val_precision"] < last_accepted or last_accepted == -np.inf  # (then below the ITQ start's)
+            # the next distinct mu is taken (each is listed twice), or the schedule is exhausted and the fit ends
+            assert (i == 0 or row["mu"] > tr["mu"].iloc[i - 1]) or (i == len(tr) - 1 and row["mu"] == model.mu_schedule_[-1])
+        # the returned hash function is the last accepted one: recompute its validation precision
+        validator = _Validator(X[~held_out], X[held_out])
+        W_aug = np.vstack([model.W_, model.b_]).astype(np.float64)
+        final = validator(model.transform(X[~held_out]), W_aug)
+        expected = accepted[-1] if len(accepted) else None
+        if expected is not None:
+            assert final == pytest.approx(expected, abs=1e-12)
+
+
+def test_tie_aware_precision_at_k():
+    distances = np.array([[0, 1, 1, 1, 2, 2], [3, 2, 1, 0, 0, 5]])
+    relevant = np.array([[1, 1, 0, 0, 1, 0], [0, 0, 0, 1, 0, 1]], dtype=bool)
+    # row 0, k = 3: item 0 (relevant) plus 2 of the 3 items at distance 1, of which 1 is relevant
+    # row 1, k = 3: the two items at distance 0 (one relevant) and the one at 1
+    np.testing.assert_allclose(tie_aware_precision_at_k(distances, relevant, 3), [(1 + 2 / 3) / 3, 1 / 3])
+    rng = np.random.default_rng(0)  # without ties it is the plain precision@k
+    d = np.argsort(rng.random((5, 30)), axis=1)
+    rel = rng.random((5, 30)) < 0.3
+    top = np.argsort(d, axis=1)[:, :7]
+    np.testing.assert_allclose(tie_aware_precision_at_k(d, rel, 7), np.take_along_axis(rel, top, 1).mean(1))
+    a, b = rng.integers(0, 2, (4, 10)), rng.integers(0, 2, (6, 10))
+    np.testing.assert_array_equal(hamming_distances(a, b), (a[:, None, :] != b[None]).sum(2))
 
 
 # ---------------------------------------------------------------------------------- baselines
@@ -277,6 +369,35 @@ def test_spectral_hashing_modes_on_a_line():
         assert max(agree, 1 - agree) > 0.99  # up to the sign of the principal direction (k odd)
 
 
+def _labelled(seed, n=600, n_classes=5, dim=40):
+    """Classes separated along a few low-variance directions, hidden under high-variance nuisance."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(n_classes, size=n)
+    means = rng.standard_normal((n_classes, 4)) * 1.5
+    X = np.hstack([means[y] + 0.5 * rng.standard_normal((n, 4)), 4.0 * rng.standard_normal((n, dim - 4))])
+    return (X @ np.linalg.qr(rng.standard_normal((dim, dim)))[0]).astype(np.float32), y
+
+
+@pytest.mark.parametrize("n_bits", [4, 12])  # 12 > n_classes - 1: completed by residual principal directions
+def test_cca_itq_beats_itq_on_labels(n_bits):
+    X, y = _labelled(0)
+    X, Xq, y, yq = X[:450], X[450:], y[:450], y[450:]
+
+    def label_map(model):
+        distances = hamming_distances(model.transform(Xq), model.transform(X))
+        return evaluate_distances(distances, query_labels=yq, database_labels=y, k=None)["tie_aware_ap"].mean()
+
+    cca = make_hasher("cca_itq", n_bits, random_state=0).fit(X, y)
+    itq = make_hasher("itq", n_bits, random_state=0).fit(X)
+    assert label_map(cca) > label_map(itq) + 0.15
+    r = cca.correlations_
+    assert len(r) == min(n_bits, 4) and (np.diff(r) <= 1e-12).all() and (r > 0).all() and (r <= 1 + 1e-9).all()
+    with pytest.raises(ValueError, match="supervised"):
+        make_hasher("cca_itq", n_bits).fit(X)
+    with pytest.raises(ValueError, match="one per sample"):
+        make_hasher("cca_itq", n_bits).fit(X, y[:-1])
+
+
 # ---------------------------------------------------------------------------------- API
 @pytest.fixture(scope="module")
 def data():
@@ -284,15 +405,44 @@ def data():
     return rng.standard_normal((400, 80)).astype(np.float32)
 
 
+@pytest.fixture(scope="module")
+def labels():
+    return np.random.default_rng(1).integers(0, 5, 400)
+
+
 @pytest.mark.parametrize("name", sorted(HASHERS))
-def test_deterministic_and_pickle_roundtrip(name, data, tmp_path):
-    codes = hasher(name, 12).fit(data).encode(data)
-    model = hasher(name, 12).fit(data)
+def test_deterministic_and_saved_without_pickle(name, data, labels, tmp_path):
+    codes = hasher(name, 12).fit(data, labels).encode(data)
+    model = hasher(name, 12).fit(data, labels)
     np.testing.assert_array_equal(model.encode(data), codes)
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(model)).encode(data), codes)
-    joblib.dump(model, tmp_path / "model.joblib")
-    np.testing.assert_array_equal(joblib.load(tmp_path / "model.joblib").encode(data), codes)
     assert clone(model).get_params() == model.get_params()
+    preprocessing = {"kind": "range", "offset": np.arange(80, dtype=np.float32), "scale": 3.5}
+    save_hasher(model, tmp_path / "model.npz", preprocessing)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert meta["method"] == name and meta["params"] == json.loads(json.dumps(model.get_params()))
+    loaded, prep = load_hash_model(tmp_path / "model.npz")
+    assert type(loaded) is type(model) and loaded.get_params() == json.loads(json.dumps(model.get_params()))
+    np.testing.assert_array_equal(loaded.encode(data), codes)
+    assert prep["kind"] == "range" and prep["scale"] == 3.5 and np.array_equal(prep["offset"], preprocessing["offset"])
+    # a pickle placed as the model file is refused, naming the file, and never unpickled
+    (tmp_path / "model.npz").write_bytes(pickle.dumps(model))
+    with pytest.raises(ValueError, match=r"model\.npz is not a plain-array hash model"):
+        load_hasher(tmp_path / "model.npz")
+
+
+def test_model_files_refuse_object_arrays_and_need_their_metadata(data, tmp_path):
+    model = hasher("itq", 8).fit(data)
+    save_hasher(model, tmp_path / "model.npz")
+    assert load_hash_model(tmp_path / "model.npz")[1] is None
+    np.savez(tmp_path / "model.npz", **{"hasher.W_": np.array([object()], dtype=object)})
+    with pytest.raises(ValueError, match="refusing to load"):
+        load_hasher(tmp_path / "model.npz")
+    (tmp_path / "model.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"model\.json"):
+        load_hasher(tmp_path / "model.npz")
+    with pytest.raises(ValueError, match=r"\.npz"):
+        save_hasher(model, tmp_path / "model.joblib")
 
 
 @pytest.mark.parametrize("name", ["lsh", "itq", "ba"])
@@ -302,8 +452,8 @@ def test_seed_matters(name, data):
 
 @pytest.mark.parametrize("name", sorted(HASHERS))
 @pytest.mark.parametrize("n_bits", [1, 7, 8, 9, 33, 64])
-def test_packed_width_and_bits_not_constant(name, n_bits, data):
-    model = hasher(name, n_bits).fit(data)
+def test_packed_width_and_bits_not_constant(name, n_bits, data, labels):
+    model = hasher(name, n_bits).fit(data, labels)
     bits = model.transform(data)
     codes = model.encode(data)
     assert bits.shape == (len(data), n_bits) and bits.dtype == np.uint8
@@ -314,24 +464,24 @@ def test_packed_width_and_bits_not_constant(name, n_bits, data):
 
 
 @pytest.mark.parametrize("name", sorted(HASHERS))
-def test_bad_input_errors(name, data):
+def test_bad_input_errors(name, data, labels):
     with pytest.raises(NotFittedError):
         hasher(name, 8).transform(data)
     bad = data.copy()
     bad[3, 5] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        hasher(name, 8).fit(bad)
+        hasher(name, 8).fit(bad, labels)
     bad[3, 5] = np.inf
     with pytest.raises(ValueError, match="infinite"):
-        hasher(name, 8).fit(bad)
+        hasher(name, 8).fit(bad, labels)
     with pytest.raises(ValueError, match="2-D"):
-        hasher(name, 8).fit(data[0])
+        hasher(name, 8).fit(data[0], labels)
     for n_bits in (0, 65):
         with pytest.raises(ValueError, match="n_bits must be between 1 and 64"):
-            hasher(name, n_bits).fit(data)
+            hasher(name, n_bits).fit(data, labels)
     with pytest.raises(ValueError, match="at least n_bits=16 samples"):
-        hasher(name, 16).fit(data[:10])
-    model = hasher(name, 8).fit(data)
+        hasher(name, 16).fit(data[:10], labels[:10])
+    model = hasher(name, 8).fit(data, labels)
     with pytest.raises(ValueError, match="expected 80 features, got 40"):
         model.transform(data[:, :40])
     with pytest.raises(ValueError, match="expected 80 features, got 40"):
@@ -347,3 +497,80 @@ def test_make_hasher_registry():
         make_hasher("nope", 8)
     with pytest.raises(ValueError, match="n_bits <= n_features"):
         make_hasher("pcah", 16).fit(np.random.default_rng(0).standard_normal((50, 8)))
+
+
+# ---------------------------------------------------------------------------------- stage
+def test_train_hash_stage_on_a_sample_writes_model_codes_and_trace(tmp_path):
+    from cbir.hashing.stage import encode, train_hash
+    from cbir.hashing.stage import load_hash_model as load_stage_model
+    from cbir.io import read_descriptors, write_descriptors
+
+    X, y = _labelled(1, n=300)
+    index = pd.DataFrame({"image_id": [f"i{k}" for k in range(300)], "label": y, "train": np.arange(300) < 200,
+                          "database": np.arange(300) < 200, "query": np.arange(300) >= 200})
+    write_descriptors(tmp_path / "features.parquet", index, X + 5.0)
+    out = tmp_path / "ba"
+    train_hash(tmp_path / "features.parquet", "ba", 8, params={"max_iter": 10, "n_validation": 20}, seed=3, preprocess="range",
+               train_sample=120, model_path=out / "model.npz", codes_path=out / "descriptors.parquet", trace_path=out / "trace.tsv")
+    model = load_stage_model(out / "model.npz")
+    codes = read_descriptors(out / "descriptors.parquet")
+    assert codes.n_bits == 8 and len(codes) == 300
+    np.testing.assert_array_equal(encode(model, X + 5.0), codes.values)  # every row, with the stored preprocessing
+    assert model.preprocessing["kind"] == "range"
+    train_rows = (X + 5.0)[:200]
+    # fitted on a 120-row sample: its range is inside that of all 200 training rows
+    assert (model.preprocessing["offset"] >= train_rows.min(0) - 1e-6).all()
+    assert len(model.hasher.validation_indices_) == 20
+    trace = pd.read_csv(out / "trace.tsv", sep="\t")
+    assert list(trace.columns) == TRACE_COLUMNS and len(trace) == model.hasher.n_iter_
+    train_hash(tmp_path / "features.parquet", "cca_itq", 8, params={}, seed=3, model_path=out / "cca.npz",
+               codes_path=out / "cca.parquet", trace_path=out / "cca.tsv")
+    assert list(pd.read_csv(out / "cca.tsv", sep="\t").columns) == ["iteration"]
+    with pytest.raises(ValueError, match="train_sample"):
+        train_hash(tmp_path / "features.parquet", "itq", 8, params={}, seed=3, train_sample=0, model_path=out / "x.npz",
+                   codes_path=out / "x.parquet", trace_path=out / "x.tsv")
+
+
+
+# ---------------------------------------------------------------------------------- torch
+@pytest.mark.parametrize("n_bits, options", [(8, {}), (20, {"reject_worse_svm": False})])
+def test_torch_path_matches_numpy_path(n_bits, options):
+    # the same algorithm in torch (run here on the CPU): float round-off may flip a few bits and
+    # steer later iterates, so compare within a tolerance, not bit for bit
+    torch = pytest.importorskip("torch")
+    X = _planted(40 + n_bits, n=600, dim=40, n_bits=n_bits, noise=0.8)
+    numpy_model = BinaryAutoencoder(n_bits, random_state=0, **options).fit(X)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small problems: threads only add overhead on a shared machine
+    try:
+        torch_model = BinaryAutoencoder(n_bits, random_state=0, device="torch-cpu", **options).fit(X)
+    finally:
+        torch.set_num_threads(threads)
+    assert (numpy_model.transform(X) == torch_model.transform(X)).mean() >= 0.9
+    for column in ("E_BA", "E_Q"):
+        assert torch_model.trace_[column].iloc[-1] == pytest.approx(numpy_model.trace_[column].iloc[-1], rel=0.02)
+    assert torch_model.converged_ == numpy_model.converged_
+    assert abs(torch_model.n_iter_ - numpy_model.n_iter_) <= 3
+
+
+def test_device_option():
+    X = _planted(50, n=200, dim=20, n_bits=4)
+    with pytest.raises(ValueError, match="unknown device"):
+        BinaryAutoencoder(4, device="tpu").fit(X)
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("checks the fallbacks of a machine without a GPU")
+    with pytest.raises(RuntimeError, match="no CUDA GPU"):
+        BinaryAutoencoder(4, device="cuda").fit(X)
+    auto = BinaryAutoencoder(4, device="auto", random_state=0).fit(X)  # falls back to the numpy path: same arithmetic
+    np.testing.assert_array_equal(auto.encode(X), BinaryAutoencoder(4, random_state=0).fit(X).encode(X))
+
+
+def test_numpy_path_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from cbir.hashing import BinaryAutoencoder; "
+            "X = np.random.default_rng(0).standard_normal((100, 10)); BinaryAutoencoder(4, max_iter=3).fit(X); "
+            "print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

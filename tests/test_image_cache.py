@@ -7,7 +7,8 @@ import pytest
 
 from cbir.datasets import ImageReader, image_array, prepare_dataset, read_manifest
 from cbir.features import image_set, split_images
-from cbir.image_cache import NATIVE_SIZES, build_image_cache, open_image_cache, pixels_are_cache
+from cbir.config import NATIVE_SIZES, pixels_are_cache
+from cbir.image_cache import build_image_cache, open_image_cache
 from cbir.io import write_parquet
 from cbir.training import ImageTensors
 

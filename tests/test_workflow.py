@@ -127,7 +127,7 @@ def test_both_ground_truths_for_hash_codes_labels_only_otherwise(default_run):
 def test_table2_shows_every_method_with_spread_for_both_ground_truths(default_run):
     text = (default_run / REPORT / "table2_hashing_methods.md").read_text()
     assert "Ground truth: class labels" in text and "Ground truth: Euclidean neighbours" in text
-    for method in ("BA", "ITQ", "PCAH", "LSH", "SH"):
+    for method in ("BA", "ITQ", "LSH", "CCA-ITQ", "SSDH"):
         assert text.count(f"| digits | {method} | smallcnn |") == 2
     rows = [line for line in text.splitlines() if line.startswith("| digits |")]
     assert rows and all(line.count("±") == 4 for line in rows)

@@ -18,6 +18,8 @@ IMAGENET_ARCHS = ("resnet18", "resnet50", "alexnet")
 PIXEL_ARRAY_KINDS = ("digits", "mnist", "fashion_mnist", "cifar10")
 #: Dataset kinds whose images are grayscale; the others are read as RGB.
 GRAYSCALE_KINDS = ("digits", "mnist", "fashion_mnist")
+#: Image size of the array datasets' ``pixels.npy``.
+NATIVE_SIZES = {"digits": 8, "mnist": 28, "fashion_mnist": 28, "cifar10": 32}
 #: The siamese/triplet paper's models: model -> (the model whose FC8 it starts from, its training
 #: objective); see cbir.metric_learning.
 METRIC_MODELS = {
@@ -34,6 +36,23 @@ METRIC_MODELS = {
 
 #: Keys of earlier versions, with what replaces them.
 RENAMED = {"seed": "; give the repeats as a list, e.g. `seeds: [0, 1, 2]`"}
+
+
+def native_mode(kind: str) -> str:
+    """PIL mode of the dataset's images before any conversion."""
+    return "L" if kind in GRAYSCALE_KINDS else "RGB"
+
+
+def input_mode(arch: str, kind: str) -> str:
+    """PIL mode a backbone reads from a dataset: RGB for ImageNet archs, the dataset's own for the
+    small CNN."""
+    return native_mode(kind) if arch == "smallcnn" else "RGB"
+
+
+def pixels_are_cache(kind: str, mode: str, size: int) -> bool:
+    """Whether a dataset's own ``pixels.npy`` already holds its images in ``mode`` at ``size``, so
+    that no image cache is needed (see :mod:`cbir.image_cache`)."""
+    return NATIVE_SIZES.get(kind) == size and mode == native_mode(kind)
 
 
 class ConfigError(ValueError):
@@ -115,6 +134,9 @@ def _cross_checks(config: dict) -> list[str]:
             problems.append(f"config key '{key}.root': an imagefolder dataset needs the folder to index")
         elif dataset["root"] is not None and not Path(dataset["root"]).exists():
             problems.append(f"config key '{key}.root': {dataset['root']} does not exist (relative to {Path.cwd()}); set root: null to download")
+    unknown = sorted(set(config["hashing"]["ssdh"]["finetune"]) - set(_finetune_keys()))
+    if unknown:
+        problems.append(f"config key 'hashing.ssdh.finetune': unknown keys {', '.join(unknown)} (allowed: the backbone's finetune keys)")
     for name, backbone in config["backbones"].items():
         key = f"backbones.{name}"
         if backbone["weights"] == "imagenet" and backbone["arch"] not in IMAGENET_ARCHS:
@@ -147,6 +169,12 @@ def read_yaml(path: str | Path) -> dict:
             return yaml.load(handle, Loader=_StrictLoader)
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+
+
+def _finetune_keys() -> list[str]:
+    with open(SCHEMA_PATH) as handle:
+        schema = yaml.safe_load(handle)
+    return list(schema["properties"]["backbones"]["additionalProperties"]["properties"]["finetune"]["properties"])
 
 
 def load_config(path: str | Path) -> dict:

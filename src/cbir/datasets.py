@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cbir.config import GRAYSCALE_KINDS, PIXEL_ARRAY_KINDS
+from cbir.config import PIXEL_ARRAY_KINDS
 from cbir.io import atomic_output, read_parquet, write_parquet
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,6 @@ HOLIDAYS_URLS = {
     "jpg2.tar.gz": "ftp://ftp.inrialpes.fr/pub/lear/douze/data/jpg2.tar.gz",
 }
 HOLIDAYS_N_IMAGES, HOLIDAYS_N_GROUPS = 1491, 500
-
-
-def native_mode(kind: str) -> str:
-    """PIL mode of the dataset's images before any conversion."""
-    return "L" if kind in GRAYSCALE_KINDS else "RGB"
 
 
 # --------------------------------------------------------------------------------------------

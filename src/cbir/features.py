@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from cbir.datasets import native_mode, read_manifest
+from cbir.config import input_mode
+from cbir.datasets import read_manifest
 from cbir.image_cache import open_image_cache
 from cbir.io import ROLES, read_parquet, write_descriptors, write_parquet
-from cbir.models import Backbone, build_backbone, input_mode
+from cbir.models import Backbone, build_backbone
 from cbir.training import ImageTensors, save_checkpoint, finetune, fingerprint, resolve_device, run_layers, seed_everything
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def training_sets(images: pd.DataFrame, options: dict, seed: int, mode: str, siz
 
 def load_backbone(backbone_cfg: dict, dataset_kind: str, weights: str | None = None) -> tuple[Backbone, str]:
     """The configured backbone with ``weights`` (default: the configured ones) and its input mode."""
-    mode = input_mode(backbone_cfg["arch"], native_mode(dataset_kind))
+    mode = input_mode(backbone_cfg["arch"], dataset_kind)
     backbone = build_backbone(backbone_cfg["arch"], weights or backbone_cfg["weights"], in_channels=len(mode))
     return backbone, mode
 

@@ -7,7 +7,7 @@ writes the result as a ``.npy`` file, one row per manifest row (manifest order),
 and extraction memory-map and gather batches from by row.
 
 Array datasets (``pixels.npy``) read at their native size and colour mode need no cache: their
-pixels already are the images the networks see (:func:`pixels_are_cache` says when, from the
+pixels already are the images the networks see (:func:`cbir.config.pixels_are_cache` says when, from the
 config alone, so the workflow can leave the cache rule out).
 """
 
@@ -21,19 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cbir.datasets import ImageReader, image_array, native_mode, read_manifest
+from cbir.datasets import ImageReader, image_array, read_manifest
 from cbir.io import atomic_output
 
 log = logging.getLogger(__name__)
-
-#: Image size of the array datasets' ``pixels.npy``.
-NATIVE_SIZES = {"digits": 8, "mnist": 28, "fashion_mnist": 28, "cifar10": 32}
-
-
-def pixels_are_cache(kind: str, mode: str, size: int) -> bool:
-    """Whether a dataset's own ``pixels.npy`` already holds its images in ``mode`` at ``size``."""
-    return NATIVE_SIZES.get(kind) == size and mode == native_mode(kind)
-
 
 def native_pixels(images: pd.DataFrame, mode: str, size: int) -> tuple[np.ndarray, np.ndarray] | None:
     """(pixels as an N x C x S x S view, row of each image) when ``images`` all come from one

@@ -182,8 +182,3 @@ def input_normalization(arch: str, in_channels: int) -> tuple[tuple[float, ...],
     if arch == "smallcnn":
         return (0.5,) * in_channels, (0.5,) * in_channels
     return IMAGENET_MEAN, IMAGENET_STD
-
-
-def input_mode(arch: str, native_mode: str) -> str:
-    """PIL mode the backbone reads: RGB for ImageNet archs, the dataset's own for the small CNN."""
-    return native_mode if arch == "smallcnn" else "RGB"

@@ -4,7 +4,7 @@ The workflow's rules, the ``cbir`` command line and the report all take their pa
 Every function returns a plain string; called with ``"{dataset}"``-style placeholders it returns
 the pattern a Snakemake rule matches.
 
-``resources/datasets/<dataset>/``            manifest and pixels (shared by configurations)
+``resources/datasets/<dataset>/``            manifest, pixels and decoded-image caches (shared by configurations)
 ``<results>/<dataset>/seed<seed>/``          one repeat: its split and everything trained on it
     ``splits/<protocol>.parquet``
     ``backbones/<backbone>/model.pt``
@@ -69,6 +69,11 @@ class Layout:
     @staticmethod
     def pixels(dataset) -> str:
         return f"resources/datasets/{dataset}/pixels.npy"
+
+    @staticmethod
+    def image_cache(dataset, mode, size) -> str:
+        """The dataset's images decoded once, in colour ``mode`` at ``size`` (cbir.image_cache)."""
+        return f"resources/datasets/{dataset}/cache/{mode}{size}.npy"
 
     # One repeat (dataset, seed).
     def run(self, dataset, seed) -> str:

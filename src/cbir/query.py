@@ -70,29 +70,43 @@ class SearchEngine:
         backbone_cfg = config["backbones"][backbone_name]
         dataset_kind = config["datasets"][dataset]["kind"]
         self.descriptor, self.seed = descriptor, seed
-        self.hasher = self.head = None
+        # self.layer of the network feeds self.describe, which turns it into the descriptor.
+        network = None
         if kind == "hashing":
-            from cbir.hashing.stage import load_hash_model
+            method, bits = descriptor.split("/")[2:]
+            model_file = lambda name: _need(Path(paths.hashing(dataset, seed, backbone_name, method, bits, name)))  # noqa: E731
+            weights, self.layer = str(_need(finetuned)), backbone_cfg["feature_layer"]
+            if method == "ssdh":
+                from cbir.ssdh import binary_codes, load_ssdh
 
-            self.layer = backbone_cfg["feature_layer"]
-            weights = str(_need(finetuned))
-            self.hasher = load_hash_model(_need(Path(paths.hashing(dataset, seed, *descriptor.split("/")[1:], "model.joblib"))))
+                network, self.layer, self.describe = load_ssdh(model_file("model.pt")), "latent", binary_codes
+            elif method == "ssdh_head":
+                from cbir.ssdh import binary_codes, head_activations, load_ssdh_head
+
+                head = load_ssdh_head(model_file("model.pt"))
+                self.describe = lambda features: binary_codes(head_activations(head, features))
+            else:
+                from cbir.hashing.stage import encode, load_hash_model
+
+                model = load_hash_model(model_file("model.npz"))
+                self.describe = lambda features: encode(model, features)
         elif kind == "metric":
-            from cbir.metric_learning import load_head
+            from cbir.metric_learning import descriptors, load_head
 
             self.layer = "penultimate"
             # the pretrained backbone, as the cached features were made
             weights = backbone_cfg["weights"].replace("{seed}", str(seed))
             if weights not in ("none", "imagenet"):
                 weights = str(_need(Path(weights)))
-            self.head = load_head(_need(Path(paths.metric(dataset, seed, backbone_name, descriptor.split("/")[2], "head.pt"))))
-            self.normalize = config["metric_learning"]["normalize"]
+            head = load_head(_need(Path(paths.metric(dataset, seed, backbone_name, descriptor.split("/")[2], "head.pt"))))
+            normalize = config["metric_learning"]["normalize"]
+            self.describe = lambda features: descriptors(head, features, normalize)
         else:
-            self.layer = descriptor.split("/")[3]
-            weights = str(_need(finetuned))
+            weights, self.layer = str(_need(finetuned)), descriptor.split("/")[3]
+            self.describe = lambda features: features
         seed_everything(seed)  # a randomly initialised backbone is the one the pipeline used
         self.backbone, self.mode = load_backbone(backbone_cfg, dataset_kind, weights)
-        self.backbone.eval()
+        self.backbone = (network or self.backbone).eval()
         self.size = backbone_cfg["input_size"]
         self.augment = Augment(*input_normalization(backbone_cfg["arch"], len(self.mode)), flip=False)
         database = read_descriptors(_need(Path(paths.descriptor(dataset, seed, descriptor)))).subset("database")
@@ -105,17 +119,9 @@ class SearchEngine:
     @torch.no_grad()
     def embed(self, images: list[Image.Image]) -> np.ndarray:
         """Descriptors (float features, or packed codes) of PIL images."""
-        from cbir.hashing.stage import encode
-        from cbir.metric_learning import descriptors
-
-        # the same colour mode and resizing as the pipeline's ImageTensors
+        # the same colour mode and resizing as the pipeline's image input
         batch = torch.stack([image_tensor(to_mode(image, self.mode), self.size) for image in images])
-        features = self.backbone.layers(self.augment(batch), (self.layer,))[self.layer].numpy()
-        if self.hasher is not None:
-            return encode(self.hasher, features)
-        if self.head is not None:
-            return descriptors(self.head, features, self.normalize)
-        return features
+        return self.describe(self.backbone.layers(self.augment(batch), (self.layer,))[self.layer].float().numpy())
 
     def search(self, paths: list[str | Path], k: int = 10) -> tuple[pd.DataFrame, list[QueryError]]:
         """Top ``k`` database images for each readable image file; unreadable files are skipped

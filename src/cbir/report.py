@@ -241,10 +241,10 @@ def ba_objective_figure(traces: pd.DataFrame, path) -> None:
     figure, axes = plt.subplots(2, len(runs), figsize=(4.2 * len(runs), 6.4), squeeze=False)
     for column, run in enumerate(runs):
         subset = data[data["run"] == run]
-        sns.lineplot(data=subset, x="iteration", y="E_Q_z", hue="bits", marker="o", errorbar="sd", ax=axes[0, column])
-        sns.lineplot(data=subset, x="iteration", y="recon_h", hue="bits", marker="o", errorbar="sd", ax=axes[1, column], legend=False)
+        sns.lineplot(data=subset, x="iteration", y="E_Q", hue="bits", marker="o", errorbar="sd", ax=axes[0, column])
+        sns.lineplot(data=subset, x="iteration", y="E_BA", hue="bits", marker="o", errorbar="sd", ax=axes[1, column], legend=False)
         axes[0, column].set(title=run, ylabel="objective E_Q(h, f, Z; μ)", xlabel="")
-        axes[1, column].set(ylabel="reconstruction error of h(X)\n(mean squared, per image)", xlabel="MAC iteration (μ grows each iteration)")
+        axes[1, column].set(ylabel="E_BA: reconstruction error of h(X)\nΣ‖x − f(h(x))‖²", xlabel="MAC iteration (μ changes each iteration)")
         axes[0, column].get_legend().remove()
     # one legend beside the panels: inside, it hides the curves
     handles, labels = axes[0, 0].get_legend_handles_labels()

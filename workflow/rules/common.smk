@@ -3,7 +3,7 @@
 import hashlib
 import os
 
-from cbir.config import GRAYSCALE_KINDS, METRIC_MODELS, PIXEL_ARRAY_KINDS
+from cbir.config import GRAYSCALE_KINDS, METRIC_MODELS, PIXEL_ARRAY_KINDS, input_mode, pixels_are_cache
 from cbir.paths import DESCRIPTOR_PATTERN, Layout, descriptor_names, parse_descriptor
 
 paths = Layout.of(config)
@@ -65,8 +65,20 @@ def gpus(wc):
     return 1 if backbone_cfg(wc.backbone)["finetune"]["device"] == "cuda" else 0
 
 
+def image_cache(wc):
+    """The decoded-image cache a backbone reads the dataset from; none when the dataset's own
+    pixels already are its input (array datasets at their native size)."""
+    cfg, kind = backbone_cfg(wc.backbone), dataset_cfg(wc.dataset)["kind"]
+    mode, size = input_mode(cfg["arch"], kind), cfg["input_size"]
+    return [] if pixels_are_cache(kind, mode, size) else [paths.image_cache(wc.dataset, mode, size)]
+
+
 def hashed_layer(backbone):
     return backbone_cfg(backbone)["feature_layer"]
+
+
+def hashing_features(wc):
+    return paths.features(wc.dataset, wc.seed, wc.backbone, "finetuned", hashed_layer(wc.backbone))
 
 
 def reference_features(wc):

@@ -26,7 +26,7 @@ rule evaluate:
     params:
         k=config["evaluation"]["topk"],
         neighbours=config["evaluation"]["neighbours"],
-        preprocess="l2" if config["hashing"]["l2_normalize"] else "none",
+        preprocess=config["hashing"]["preprocess"],
         approximate=config["evaluation"]["approximate_hamming"],
         holidays=lambda wc: dataset_cfg(wc.dataset)["kind"] == "holidays",
     script:

@@ -1,10 +1,30 @@
 """Feature stage: fine-tune each backbone on a repeat's training images, then dump features."""
 
 
+rule cache_images:
+    input:
+        manifest=lambda wc: paths.manifest(wc.dataset),
+    output:
+        paths.image_cache("{dataset}", "{mode}", "{size}"),
+    log:
+        paths.log("datasets", "{dataset}", "cache", "{mode}{size}"),
+    benchmark:
+        paths.benchmark("datasets", "{dataset}", "cache", "{mode}{size}")
+    wildcard_constraints:
+        mode="L|RGB",
+        size=r"\d+",
+    conda:
+        ENV
+    threads: 4
+    script:
+        "../scripts/cache_images.py"
+
+
 rule finetune:
     input:
         manifest=lambda wc: paths.manifest(wc.dataset),
         split=split_file,
+        cache=image_cache,
         weights=lambda wc: weights_file(wc.backbone, wc.seed),
     output:
         model=paths.backbone("{dataset}", "{seed}", "{backbone}", "model.pt"),
@@ -30,6 +50,7 @@ rule extract_features:
     input:
         manifest=lambda wc: paths.manifest(wc.dataset),
         split=split_file,
+        cache=image_cache,
         # Fine-tuned features come from the fine-tuned model, pretrained ones from the configured weights.
         weights=lambda wc: (
             [paths.backbone(wc.dataset, wc.seed, wc.backbone, "model.pt")]

@@ -1,11 +1,17 @@
-"""Hashing stage: one hasher per dataset x seed x backbone x method x code length."""
+"""Hashing stage: one hasher per dataset x seed x backbone x method x code length.
+
+Hashers fitted on the fine-tuned features (BA, ITQ, PCAH, LSH, SH, CCA-ITQ) share one rule; SSDH
+learns its codes with a network, end to end on the images (``ssdh``) or as a head on the frozen
+features (``ssdh_head``). Every one writes the codes of every image as a descriptor file.
+"""
 
 
 rule train_hash:
     input:
-        features=lambda wc: paths.features(wc.dataset, wc.seed, wc.backbone, "finetuned", hashed_layer(wc.backbone)),
+        features=hashing_features,
     output:
-        model=paths.hashing("{dataset}", "{seed}", "{backbone}", "{method}", "{bits}", "model.joblib"),
+        model=paths.hashing("{dataset}", "{seed}", "{backbone}", "{method}", "{bits}", "model.npz"),
+        metadata=paths.hashing("{dataset}", "{seed}", "{backbone}", "{method}", "{bits}", "model.json"),
         codes=paths.hashing("{dataset}", "{seed}", "{backbone}", "{method}", "{bits}", "descriptors.parquet"),
         trace=paths.hashing("{dataset}", "{seed}", "{backbone}", "{method}", "{bits}", "trace.tsv"),
     log:
@@ -13,15 +19,74 @@ rule train_hash:
     benchmark:
         paths.benchmark("{dataset}", "seed{seed}", "hashing", "{backbone}", "{method}", "{bits}")
     wildcard_constraints:
-        method="ba|itq|pcah|lsh|sh",
+        method="ba|itq|pcah|lsh|sh|cca_itq",
         bits=r"\d+",
     conda:
         ENV
     # Small BLAS problems at the papers' sizes: two single-threaded jobs beat one with two threads.
     threads: 1
     params:
-        options=lambda wc: config["hashing"]["ba"] if wc.method == "ba" else {},
-        normalize=config["hashing"]["l2_normalize"],
+        options=lambda wc: config["hashing"][wc.method] if wc.method in ("ba", "cca_itq") else {},
+        preprocess=config["hashing"]["preprocess"],
+        train_sample=config["hashing"]["train_sample"],
         seed=lambda wc: int(wc.seed),
     script:
         "../scripts/train_hash.py"
+
+
+rule train_ssdh:
+    input:
+        manifest=lambda wc: paths.manifest(wc.dataset),
+        split=split_file,
+        cache=image_cache,
+        # SSDH starts from the fine-tuned backbone (`start: finetuned`) or from its configured weights.
+        weights=lambda wc: (
+            [paths.backbone(wc.dataset, wc.seed, wc.backbone, "model.pt")]
+            if config["hashing"]["ssdh"]["start"] == "finetuned"
+            else weights_file(wc.backbone, wc.seed)
+        ),
+    output:
+        model=paths.hashing("{dataset}", "{seed}", "{backbone}", "ssdh", "{bits}", "model.pt"),
+        codes=paths.hashing("{dataset}", "{seed}", "{backbone}", "ssdh", "{bits}", "descriptors.parquet"),
+        history=paths.hashing("{dataset}", "{seed}", "{backbone}", "ssdh", "{bits}", "history.parquet"),
+    log:
+        paths.log("{dataset}", "seed{seed}", "hashing", "{backbone}", "ssdh", "{bits}"),
+    benchmark:
+        paths.benchmark("{dataset}", "seed{seed}", "hashing", "{backbone}", "ssdh", "{bits}")
+    wildcard_constraints:
+        bits=r"\d+",
+    conda:
+        ENV
+    threads: 4
+    resources:
+        gpu=gpus,
+    params:
+        backbone=training_params,
+        ssdh={k: v for k, v in config["hashing"]["ssdh"].items() if k != "head_only"},
+        kind=lambda wc: dataset_cfg(wc.dataset)["kind"],
+        seed=lambda wc: int(wc.seed),
+    script:
+        "../scripts/train_ssdh.py"
+
+
+rule train_ssdh_head:
+    input:
+        features=hashing_features,
+    output:
+        model=paths.hashing("{dataset}", "{seed}", "{backbone}", "ssdh_head", "{bits}", "model.pt"),
+        codes=paths.hashing("{dataset}", "{seed}", "{backbone}", "ssdh_head", "{bits}", "descriptors.parquet"),
+        history=paths.hashing("{dataset}", "{seed}", "{backbone}", "ssdh_head", "{bits}", "history.parquet"),
+    log:
+        paths.log("{dataset}", "seed{seed}", "hashing", "{backbone}", "ssdh_head", "{bits}"),
+    benchmark:
+        paths.benchmark("{dataset}", "seed{seed}", "hashing", "{backbone}", "ssdh_head", "{bits}")
+    wildcard_constraints:
+        bits=r"\d+",
+    conda:
+        ENV
+    threads: 1
+    params:
+        ssdh={k: v for k, v in config["hashing"]["ssdh"].items() if k in ("alpha", "beta", "head_only")},
+        seed=lambda wc: int(wc.seed),
+    script:
+        "../scripts/train_ssdh_head.py"

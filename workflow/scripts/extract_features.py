@@ -22,4 +22,5 @@ with logged(snakemake.log[0]):
         snakemake.output[0],
         weights_path=snakemake.input.weights[0] if snakemake.input.weights else None,
         seed=snakemake.params.seed,
+        image_cache=snakemake.input.cache[0] if snakemake.input.cache else None,
     )

@@ -21,4 +21,5 @@ with logged(snakemake.log[0]):
         snakemake.params.seed,
         snakemake.output.model,
         snakemake.output.history,
+        image_cache=snakemake.input.cache[0] if snakemake.input.cache else None,
     )

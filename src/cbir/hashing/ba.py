@@ -6,25 +6,32 @@ coordinates introduces the codes Z as variables and minimises, for increasing mu
     E_Q(h, f, Z; mu) = sum_n ||x_n - f(z_n)||^2 + mu ||z_n - h(x_n)||^2
 
 by alternating (i) the h step (one linear SVM per bit on (X, Z[:, l])) and f step (least squares),
-and (ii) the Z step (per point, in code space). It stops when Z = h(X), or after max_iter.
-Design choices where the paper leaves room are documented on :class:`BinaryAutoencoder`.
+and (ii) the Z step (per point, in code space). It stops when Z = h(X), or when the mu schedule
+(or max_iter) runs out. Design choices where the paper leaves room are documented on
+:class:`BinaryAutoencoder`; the options that reproduce the authors' code are marked there.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
+from sklearn.utils import check_random_state
 
-from cbir.hashing.base import LinearHasher
+from cbir.hashing.base import LinearHasher, single_threaded_blas
 from cbir.hashing.baselines import ITQ
 from cbir.hashing.svm import exact_line_search, fit_squared_hinge_svm
+from cbir.hashing.validation import hamming_distances, tie_aware_precision_at_k
 from cbir.hashing.zstep import zstep
+from cbir.metrics import neighbour_relevance
 
+log = logging.getLogger(__name__)
 
 _PRECOND_BLOCK = 128  # SVM preconditioner: dense block over the top principal directions
+DEVICES = ("cpu", "auto", "cuda", "torch-cpu")
 
 
 class BinaryAutoencoder(LinearHasher):
@@ -35,47 +42,68 @@ class BinaryAutoencoder(LinearHasher):
     n_bits : code length L (1..64).
     C : SVM regularisation (LIBLINEAR L2-regularised squared-hinge, bias as a regularised
         feature of value 1 -- ``-s 2 -B 1``), as in the paper: 100.
-    max_iter : MAC iterations (one value of mu each); the paper uses up to 60.
-    mu0 : first penalty; None means ``mu0_scale * e0 / L`` with e0 the mean squared
-        reconstruction error of the ITQ codes under their least-squares decoder, which makes the
-        schedule invariant to the scale of X.
-    mu0_scale, mu_factor : the default geometric schedule mu_i = mu0 * mu_factor ** i. A flip
-        away from h(x_n) never pays once mu > ||x_n - f(h(x_n))||^2, so mu0 is chosen well below
-        the error per bit (Z moves freely at first) and the growth ends the run: with the
-        defaults (0.05, 1.5) Z = h(X) was reached after 4-12 iterations on 2,048-d L2-normalised
-        CNN-like features for L = 12..48; mu_factor = 1.25 lowered the final error a little
-        further (about 0.2% at L = 48) for twice the iterations.
-    mu_schedule : optional explicit sequence of mu values (overrides mu0/mu_factor; at most
-        max_iter of them are used).
+    max_iter : at most this many MAC iterations (one Z step each).
+    mu_schedule : the penalties mu, one MAC iteration each, in order:
+
+        * None (default): geometric, ``mu_0 = mu0_scale * e0 / L`` with e0 the mean squared
+          reconstruction error of the ITQ codes under their least-squares decoder (so the
+          schedule does not depend on the scale of X), times ``mu_factor`` per iteration, up to
+          max_iter values. A flip away from h(x_n) never pays once mu > ||x_n - f(h(x_n))||^2,
+          so mu_0 well below the error per bit lets Z move freely at first and the growth ends
+          the run.
+        * a sequence of values, used as given; repeats are allowed (several iterations at one mu,
+          as in the authors' scripts).
+        * a mapping ``{start, factor, count}``: ``start * factor ** i`` for i = 0..count-1 (the
+          authors' ``1e-5 * 2 .^ (1:20)`` on [0, 1]-range features is start 2e-5, factor 2,
+          count 20).
+
+        The schedule in use is logged and is the ``mu`` column of ``trace_``.
+    mu0_scale, mu_factor : the default schedule (above).
+    n_validation : 0 (default) or the number of training points held out for the authors'
+        validation rollback (their code: 200). They are removed from the training set (the
+        authors keep them in it) and seeded by random_state. Ground truth: their
+        K = max(1, floor(0.002 N)) Euclidean nearest training points; score: tie-aware
+        precision@K of the Hamming ranking of the training codes h(X) for h(v). After each h
+        step, if it is lower than the last accepted one (initially that of the ITQ hash
+        function), h, f and Z return to the previous iterate and the schedule skips to the
+        first value after the current mu's last occurrence; the Z step then runs at that mu.
     exact_max_bits : exact (enumerative) Z step for L <= this, else relaxation + rounding +
-        greedy bit flips.
-    svm_tol, svm_max_newton, svm_max_cg : the h step solves each SVM inexactly: at most
-        svm_max_newton truncated-Newton steps of at most svm_max_cg CG steps, stopping earlier by
-        LIBLINEAR's rule with eps = svm_tol (its default 0.01). Warm starts carry the solves on
-        across MAC iterations; the acceptance rule (below) keeps E_Q monotone regardless.
+        greedy bit flips (alternating optimisation over single bits, as the authors' Zaltopt).
+    svm_tol, svm_max_newton, svm_max_cg : the h step. Each SVM stops by LIBLINEAR's rule with
+        eps = svm_tol (LIBLINEAR's default 0.01; the authors call it with 1e-3) or after
+        svm_max_newton truncated-Newton steps of at most svm_max_cg conjugate-gradient steps
+        each. The default budget (3, 10) solves inexactly, relying on warm starts across MAC
+        iterations; None for both solves to the tolerance like LIBLINEAR (the authors' h step:
+        svm_tol=1e-3, svm_max_newton=None, svm_max_cg=None). Either way only bits whose codes
+        changed since their last fit are retrained, warm-started.
+    reject_worse_svm : keep a bit's new SVM only if it does not increase that bit's mismatches
+        sum_n |z_nl - h_l(x_n)| (the SVM minimises a surrogate, the squared hinge, so its
+        solution can mismatch more); this makes E_Q non-increasing at fixed mu. False: always
+        take the new SVM, as the authors do.
     itq_iter : ITQ iterations of the initialisation.
+    device : "cpu" (default) -- this numpy implementation; "cuda" -- the same steps in torch on
+        the GPU; "auto" -- "cuda" when torch sees a GPU, else "cpu"; "torch-cpu" -- the torch
+        implementation on the CPU (to check it against the numpy one). torch is imported only
+        for the torch devices.
     random_state : passed to the ITQ initialisation (its PCA and random rotation), so the initial
-        codes are those of ``ITQ(n_bits, random_state=random_state)``; nothing else is random.
+        codes are those of ``ITQ(n_bits, random_state=random_state)`` fitted on the training
+        points; also draws the validation points. Nothing else is random.
 
     Attributes
     ----------
     W_ (D, L), b_ (L,) : the hash function, bits = (X @ W_ + b_ > 0).
     A_ (D, L), c_ (D,) : the linear decoder, refitted by least squares on h(X_train) at the end.
-    trace_ : pandas DataFrame, one row per iteration (see ``fit``).
+    trace_ : pandas DataFrame, one row per iteration (see ``_fit``).
+    mu_schedule_ : the schedule as used (float64 array).
+    validation_indices_ : rows of the training X held out for validation (empty without).
     n_iter_ : iterations run; converged_ : whether Z = h(X) was reached.
     n_features_in_ : D.
 
     Notes
     -----
-    h step acceptance: the SVM minimises a surrogate (squared hinge), not the number of
-    mismatches sum_n |z_nl - h_l(x_n)| that E_Q counts. A bit's new (w, b) is therefore accepted
-    only if it does not increase that bit's mismatches; otherwise the old one is kept. This keeps
-    E_Q non-increasing at fixed mu. Only the bits whose codes changed since their last fit are
-    retrained, warm-started from their current (w, b); the ITQ projection, rescaled to minimise
-    the SVM objective along it, is the warm start of the first fit.
-
-    Z step: exact for L <= exact_max_bits (all codes within the Hamming radius
-    floor(||x_n - f(h(x_n))||^2 / mu) of h(x_n)); otherwise the box relaxation is solved,
+    The ITQ projection, rescaled to minimise each bit's SVM objective along it, is the warm start
+    of the first h step. Z step: exact for L <= exact_max_bits (all codes within the Hamming
+    radius floor(||x_n - f(h(x_n))||^2 / mu) of h(x_n)); otherwise the box relaxation is solved,
     rounded and improved by single bit flips, and the best of that, h(x_n) and the previous z_n
     (each also improved by flips) is kept -- never worse than the previous code.
     """
@@ -86,108 +114,147 @@ class BinaryAutoencoder(LinearHasher):
         *,
         C: float = 100.0,
         max_iter: int = 60,
-        mu0: float | None = None,
+        mu_schedule=None,
         mu0_scale: float = 0.05,
         mu_factor: float = 1.5,
-        mu_schedule=None,
+        n_validation: int = 0,
         exact_max_bits: int = 16,
         svm_tol: float = 0.01,
-        svm_max_newton: int = 3,
-        svm_max_cg: int = 10,
+        svm_max_newton: int | None = 3,
+        svm_max_cg: int | None = 10,
+        reject_worse_svm: bool = True,
         itq_iter: int = 50,
+        device: str = "cpu",
         random_state=None,
-        verbose: bool = False,
     ):
         self.n_bits = n_bits
         self.C = C
         self.max_iter = max_iter
-        self.mu0 = mu0
+        self.mu_schedule = mu_schedule
         self.mu0_scale = mu0_scale
         self.mu_factor = mu_factor
-        self.mu_schedule = mu_schedule
+        self.n_validation = n_validation
         self.exact_max_bits = exact_max_bits
         self.svm_tol = svm_tol
         self.svm_max_newton = svm_max_newton
         self.svm_max_cg = svm_max_cg
+        self.reject_worse_svm = reject_worse_svm
         self.itq_iter = itq_iter
+        self.device = device
         self.random_state = random_state
-        self.verbose = verbose
 
     _needs_n_bits_le_features = True
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, X):
-        """Run MAC. ``trace_`` columns, per iteration i at mu = mu_i:
+        """Run MAC. ``trace_`` columns, per iteration (all sums over the training points):
 
-        E_Q_start / E_Q_hf / E_Q_z : E_Q(mu_i) at the start of the iteration, after the h and f
-            steps and after the Z step (non-increasing within the row; E_Q_start of iteration 0
-            is NaN since no decoder exists yet);
-        recon_h : sum_n ||x_n - f(h(x_n))||^2 / N, the hash function's own codes decoded by the
-            current f (the paper's E_BA);  recon_Z : the same for the auxiliary codes Z;
-        mismatches : number of entries with Z != h(X) after the Z step;
-        z_changed : entries of Z changed by the Z step;
+        mu : the penalty of the iteration's Z step;
+        E_BA : sum_n ||x_n - f(h(x_n))||^2 after the h and f steps, the hash function's own codes
+            decoded by the current f (the paper's binary autoencoder error);
+        E_Q_start / E_Q_hf : E_Q at the start of the iteration and after the h and f steps;
+        E_Q_recon, E_Q_penalty, E_Q : after the Z step, sum_n ||x_n - f(z_n)||^2,
+            mu * ||Z - h(X)||^2 (mu times the mismatches) and their sum;
+        mismatches : entries with Z != h(X) after the Z step; z_changed : entries the Z step changed;
         svm_trained / svm_accepted : bits retrained in the h step / whose new SVM was kept;
-        newton_steps, cg_steps : SVM solver work;  seconds : wall time of the iteration.
+        newton_steps, cg_steps : SVM solver work;
+        val_precision : tie-aware precision@K on the validation points after the h step (NaN
+            without validation); rolled_back : whether that h step was undone;
+        seconds : wall time of the iteration.
         """
         if int(self.max_iter) < 1:
             raise ValueError(f"max_iter must be >= 1, got {self.max_iter}")
-        if self.mu_schedule is not None and len(self.mu_schedule) == 0:
-            raise ValueError("mu_schedule must not be empty")
         L = self.n_bits
-        state = _MACState(X, float(self.C))
-        itq = ITQ(L, n_iter=self.itq_iter, random_state=self.random_state).fit(X)
+        X_fit, validator = self._hold_out_validation(X)
+        state = _make_state(self.device, X_fit, float(self.C))
+        itq = ITQ(L, n_iter=self.itq_iter, random_state=self.random_state).fit(X_fit)
         state.init_from_linear(itq.W_, itq.b_)
-        state.Z = state.H.copy()  # the ITQ codes (up to float round-off in the rescaled projection)
+        mus = self._mu_values(state.recon_sum(state.Z) / len(X_fit))
+        log.info("BA: %d bits, %d x %d training features, device %s, mu schedule (%d values): %s",
+                 L, *X_fit.shape, state.name, len(mus), np.array2string(mus, precision=3, separator=", "))
+        accepted_precision = validator(state.hash_codes(), state.weights()) if validator else np.nan
+        if validator:
+            log.info("validation: %d points, tie-aware precision@%d of the ITQ initialisation %.4f",
+                     validator.n_points, validator.k, accepted_precision)
 
-        rows = []
-        mu = None
-        converged = False
-        for i in range(int(self.max_iter)):
-            if self.mu_schedule is not None and i >= len(self.mu_schedule):
-                break
+        rows, j, converged = [], 0, False
+        while j < len(mus) and len(rows) < int(self.max_iter):
             t0 = time.perf_counter()
-            e_start = np.nan if mu is None else state.e_q(self._mu(i, state))
-            trained, accepted, svm_info = state.h_step(tol=self.svm_tol, max_newton=self.svm_max_newton, max_cg=self.svm_max_cg)
-            state.f_step()
-            mu = self._mu(i, state)
-            e_hf = state.e_q(mu)
-            recon_h = state.recon(state.H).mean()
-            z_changed = state.z_step(mu, self.exact_max_bits)
-            e_z = state.e_q(mu)
-            mismatches = int((state.Z != state.H).sum())
-            rows.append(
-                dict(
-                    iteration=i, mu=mu, E_Q_start=e_start, E_Q_hf=e_hf, E_Q_z=e_z, recon_h=recon_h,
-                    recon_Z=state.recon(state.Z).mean(), mismatches=mismatches, z_changed=z_changed,
-                    svm_trained=trained, svm_accepted=accepted, newton_steps=svm_info["n_newton"],
-                    cg_steps=svm_info["n_cg"], seconds=time.perf_counter() - t0,
-                )
+            e_start = state.e_q(mus[j])
+            snapshot = state.snapshot() if validator else None
+            trained, accepted, svm_info = state.h_step(
+                tol=self.svm_tol, max_newton=self.svm_max_newton, max_cg=self.svm_max_cg, reject_worse=self.reject_worse_svm,
             )
-            if self.verbose:
-                print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()))
+            state.f_step()
+            precision, rolled_back = np.nan, False
+            if validator:
+                precision = validator(state.hash_codes(), state.weights())
+                if precision < accepted_precision:
+                    state.restore(snapshot)
+                    rolled_back = True
+                    j = int(np.flatnonzero(mus == mus[j])[-1]) + 1
+                else:
+                    accepted_precision = precision
+            skip_z = j >= len(mus)  # rolled back past the last mu: nothing left to try
+            mu = mus[min(j, len(mus) - 1)]
+            e_hf = state.e_q(mu)
+            e_ba = state.recon_sum(state.H)
+            z_changed = 0 if skip_z else state.z_step(mu, self.exact_max_bits)
+            e_recon = state.recon_sum(state.Z)
+            mismatches = state.mismatches()
+            rows.append(dict(
+                iteration=len(rows), mu=mu, E_BA=e_ba, E_Q_start=e_start, E_Q_hf=e_hf, E_Q_recon=e_recon,
+                E_Q_penalty=mu * mismatches, E_Q=e_recon + mu * mismatches, mismatches=mismatches, z_changed=z_changed,
+                svm_trained=trained, svm_accepted=accepted, newton_steps=svm_info["n_newton"], cg_steps=svm_info["n_cg"],
+                val_precision=precision, rolled_back=rolled_back, seconds=time.perf_counter() - t0,
+            ))
+            _log_iteration(rows[-1])
+            j += 1
+            if skip_z:
+                break
             if mismatches == 0:
                 converged = True
                 break
 
         self.trace_ = pd.DataFrame(rows)
+        self.mu_schedule_ = mus
         self.n_iter_ = len(rows)
         self.converged_ = converged
-        W_aug = state.W_aug
+        W_aug = state.weights()
         self.W_ = W_aug[:-1].astype(np.float32)
         self.b_ = W_aug[-1].astype(np.float32)
-        self.A_, self.c_ = _least_squares_decoder(state.X, state.H)
+        self.A_, self.c_ = _least_squares_decoder(X_fit.astype(np.float32, copy=False), state.hash_codes())
+        log.info("BA: %s after %d iterations", "converged (Z = h(X))" if converged else "stopped", self.n_iter_)
 
-    def _mu(self, i: int, state: "_MACState") -> float:
-        if self.mu_schedule is not None:
-            return float(self.mu_schedule[i])
-        if self.mu0 is None:
-            if not hasattr(state, "mu0"):
-                # the decoder was just fitted to the ITQ codes: scale mu0 to their error per bit
-                state.mu0 = self.mu0_scale * float(state.recon(state.Z).mean()) / self.n_bits
-            mu0 = state.mu0
+    def _hold_out_validation(self, X):
+        """(training points, validator or None); sets ``validation_indices_`` (rows of X held out,
+        sorted; empty without validation)."""
+        n_val = int(self.n_validation or 0)
+        if n_val < 0 or (n_val and len(X) - n_val < max(self.n_bits, 2)):
+            raise ValueError(f"n_validation={n_val} leaves too few of the {len(X)} training points")
+        rng = check_random_state(self.random_state)
+        self.validation_indices_ = np.sort(rng.choice(len(X), n_val, replace=False)) if n_val else np.zeros(0, dtype=np.int64)
+        if n_val == 0:
+            return X, None
+        held_out = np.zeros(len(X), dtype=bool)
+        held_out[self.validation_indices_] = True
+        return X[~held_out], _Validator(X[~held_out], X[held_out])
+
+    def _mu_values(self, e0: float) -> np.ndarray:
+        schedule = self.mu_schedule
+        if schedule is None:
+            start = self.mu0_scale * e0 / self.n_bits
+            mus = start * float(self.mu_factor) ** np.arange(int(self.max_iter))
+        elif isinstance(schedule, Mapping):
+            missing = {"start", "factor", "count"} - set(schedule)
+            if missing or len(schedule) != 3:
+                raise ValueError(f"mu_schedule mapping needs exactly the keys start, factor, count; got {sorted(schedule)}")
+            mus = float(schedule["start"]) * float(schedule["factor"]) ** np.arange(int(schedule["count"]))
         else:
-            mu0 = float(self.mu0)
-        return mu0 * float(self.mu_factor) ** i
+            mus = np.asarray(schedule, dtype=np.float64).ravel()
+        if len(mus) == 0 or not (np.isfinite(mus) & (mus > 0)).all():
+            raise ValueError(f"mu_schedule must give one or more positive values, got {schedule!r}")
+        return mus
 
     # ------------------------------------------------------------------ extras
     def decode(self, bits) -> np.ndarray:
@@ -196,19 +263,58 @@ class BinaryAutoencoder(LinearHasher):
         return bits @ self.A_.T + self.c_
 
 
+def _log_iteration(row: dict) -> None:
+    log.info(
+        "iter %d  mu %.4g  E_BA %.6g  E_Q %.6g (recon %.6g + penalty %.4g)  Z changed %d  mismatches %d  "
+        "SVMs %d/%d  val P@K %.4f%s  %.2f s",
+        row["iteration"], row["mu"], row["E_BA"], row["E_Q"], row["E_Q_recon"], row["E_Q_penalty"], row["z_changed"],
+        row["mismatches"], row["svm_accepted"], row["svm_trained"], row["val_precision"],
+        "  ROLLED BACK" if row["rolled_back"] else "", row["seconds"],
+    )
+
+
+class _Validator:
+    """Tie-aware precision@K of h(validation points) ranking h(training points), K = the authors'
+    max(1, floor(0.002 N)) Euclidean neighbours among the N training points."""
+
+    def __init__(self, X_train: np.ndarray, X_val: np.ndarray):
+        self.k = max(1, int(0.002 * len(X_train)))
+        self.n_points = len(X_val)
+        self.relevant = neighbour_relevance(X_val, X_train, self.k)
+        self.X_aug = np.hstack([X_val.astype(np.float32), np.ones((len(X_val), 1), dtype=np.float32)])
+
+    def __call__(self, train_codes: np.ndarray, W_aug: np.ndarray) -> float:
+        val_codes = self.X_aug @ W_aug.astype(np.float32) > 0
+        return float(tie_aware_precision_at_k(hamming_distances(val_codes, train_codes), self.relevant, self.k).mean())
+
+
+def _make_state(device: str, X: np.ndarray, C: float):
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; expected one of {DEVICES}")
+    if device == "cpu":
+        return _MACState(X, C)
+    from cbir.hashing.ba_torch import TorchMACState, resolve_device
+
+    torch_device = resolve_device(device)
+    return _MACState(X, C) if torch_device is None else TorchMACState(X, C, torch_device, precond_block=_PRECOND_BLOCK)
+
+
 def _least_squares_decoder(X: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(A, c) minimising sum_n ||x_n - A z_n - c||^2 (minimum-norm solution if Z is rank deficient)."""
     Za = np.hstack([Z.astype(np.float64), np.ones((len(Z), 1))])
     ZtX = (Za.astype(np.float32).T @ X).astype(np.float64)
-    with threadpool_limits(1):  # a small system: BLAS threads only add overhead
+    with single_threaded_blas():  # a small system: BLAS threads only add overhead
         sol = np.linalg.lstsq(Za.T @ Za, ZtX, rcond=None)[0]
     return sol[:-1].T.copy(), sol[-1].copy()
 
 
 class _MACState:
-    """Arrays of one MAC run. SVMs are solved in a rotated space: X_aug = [X, 1] times the
+    """Arrays of one MAC run (numpy). SVMs are solved in a rotated space: X_aug = [X, 1] times the
     eigenvectors Q of X_aug^T X_aug (an orthogonal change of basis that keeps the SVM problem,
     bias regularisation included, and makes its Hessian close to diagonal)."""
+
+    name = "cpu (numpy)"
+    _SNAPSHOT = ("V", "W_aug", "H", "Z", "Z_fit", "A", "c", "G", "q", "xc_sq")
 
     def __init__(self, X: np.ndarray, C: float):
         self.C = C
@@ -223,7 +329,8 @@ class _MACState:
 
     # hash function -----------------------------------------------------------
     def init_from_linear(self, W, b):
-        """Start h at sign(X W + b), rescaled per bit to minimise the SVM objective along it."""
+        """Start h at sign(X W + b), rescaled per bit to minimise the SVM objective along it;
+        Z = h(X) and f fitted to it."""
         W_aug = np.vstack([W, b[None]]).astype(np.float64)
         V = self.Q.T.astype(np.float64) @ W_aug
         XV = (self.X_rot @ V.astype(np.float32)).astype(np.float64)
@@ -232,10 +339,12 @@ class _MACState:
         self.V = V * np.where(t > 0, t, 1.0)
         self.W_aug = self.Q.astype(np.float64) @ self.V
         self.H = (self.X_aug @ self.W_aug.astype(np.float32) > 0).astype(np.uint8)
+        self.Z = self.H.copy()
+        self.f_step()
 
-    def h_step(self, tol, max_newton, max_cg):
-        """Refit the SVMs of the bits whose codes changed; keep a new one only if it does not
-        increase that bit's mismatches with Z."""
+    def h_step(self, tol, max_newton, max_cg, reject_worse=True):
+        """Refit the SVMs of the bits whose codes changed; with ``reject_worse``, keep a new one
+        only if it does not increase that bit's mismatches with Z."""
         if self.Z_fit is None:
             bits = np.arange(self.Z.shape[1])
         else:
@@ -249,13 +358,25 @@ class _MACState:
         )
         W_aug = self.Q.astype(np.float64) @ V
         H_new = (self.X_aug @ W_aug.astype(np.float32) > 0).astype(np.uint8)
-        ok = (H_new != Zb).sum(axis=0) <= (self.H[:, bits] != Zb).sum(axis=0)
+        if reject_worse:
+            ok = (H_new != Zb).sum(axis=0) <= (self.H[:, bits] != Zb).sum(axis=0)
+        else:
+            ok = np.ones(len(bits), dtype=bool)
         self.V[:, bits[ok]], self.W_aug[:, bits[ok]], self.H[:, bits[ok]] = V[:, ok], W_aug[:, ok], H_new[:, ok]
         if self.Z_fit is None:
             self.Z_fit = self.Z.copy()
         else:
             self.Z_fit[:, bits] = Zb
         return len(bits), int(ok.sum()), info
+
+    def hash_codes(self) -> np.ndarray:
+        return self.H
+
+    def weights(self) -> np.ndarray:
+        return self.W_aug
+
+    def mismatches(self) -> int:
+        return int((self.Z != self.H).sum())
 
     # decoder -------------------------------------------------------------------
     def f_step(self):
@@ -270,13 +391,24 @@ class _MACState:
         Zf = Z.astype(np.float64)
         return np.maximum(self.xc_sq - 2 * (Zf * self.q).sum(axis=1) + ((Zf @ self.G) * Zf).sum(axis=1), 0.0)
 
+    def recon_sum(self, Z) -> float:
+        return float(self.recon(Z).sum())
+
     def e_q(self, mu) -> float:
-        return float(self.recon(self.Z).sum() + mu * (self.Z != self.H).sum())
+        return self.recon_sum(self.Z) + mu * self.mismatches()
 
     # codes ---------------------------------------------------------------------
     def z_step(self, mu, exact_max_bits) -> int:
-        with threadpool_limits(1):  # (N, L) x (L, L) products: faster single-threaded
+        with single_threaded_blas():  # (N, L) x (L, L) products: faster single-threaded
             Z = zstep(self.q, self.G, self.H, self.Z, mu, h_err=self.recon(self.H), exact_max_bits=exact_max_bits)
         changed = int((Z != self.Z).sum())
         self.Z = Z
         return changed
+
+    # validation rollback ---------------------------------------------------------
+    def snapshot(self) -> dict:
+        return {name: None if getattr(self, name) is None else getattr(self, name).copy() for name in self._SNAPSHOT}
+
+    def restore(self, snapshot: dict) -> None:
+        for name, value in snapshot.items():
+            setattr(self, name, value)

@@ -7,11 +7,13 @@ array of 0/1 and ``encode(X)`` the same bits packed with :func:`cbir.codes.pack_
 
 from __future__ import annotations
 
+import functools
 import numbers
 
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import ThreadpoolController
 
 from cbir.codes import MAX_BITS, pack_bits
 
@@ -47,13 +49,17 @@ def check_features(X, n_features: int | None = None) -> np.ndarray:
 
 
 class BaseHasher(BaseEstimator):
-    """Base class: subclasses implement ``_fit(X)`` and ``_project(X)`` (bit l is 1 where > 0)."""
+    """Base class: subclasses implement ``_fit(X)`` (``_fit(X, y)`` if ``_supervised``) and
+    ``_project(X)`` (bit l is 1 where > 0)."""
 
     #: hashers that need a PCA to n_bits dimensions cannot have more bits than features
     _needs_n_bits_le_features = False
+    #: supervised hashers learn from labels: ``fit(X, y)`` requires y
+    _supervised = False
 
     def fit(self, X, y=None):
-        """Learn the hash function from the rows of X (``y`` is ignored)."""
+        """Learn the hash function from the rows of X; ``y`` (labels, 1-D, or 2-D multi-hot) is
+        required by supervised hashers and ignored by the others."""
         n_bits = check_n_bits(self.n_bits)
         X = check_features(X)
         n_samples, n_features = X.shape
@@ -61,9 +67,22 @@ class BaseHasher(BaseEstimator):
             raise ValueError(f"need at least n_bits={n_bits} samples to fit, got {n_samples}")
         if self._needs_n_bits_le_features and n_bits > n_features:
             raise ValueError(f"{type(self).__name__} needs n_bits <= n_features, got n_bits={n_bits} > {n_features} features")
-        self._fit(X)
+        if self._supervised:
+            if y is None:
+                raise ValueError(f"{type(self).__name__} is supervised: fit(X, y) needs the labels y")
+            y = np.asarray(y)
+            if y.ndim not in (1, 2) or len(y) != n_samples:
+                raise ValueError(f"y must be 1-D labels or 2-D multi-hot rows, one per sample ({n_samples}); got shape {y.shape}")
+            self._fit(X, y)
+        else:
+            self._fit(X)
         self.n_features_in_ = n_features
         return self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = self._supervised
+        return tags
 
     def transform(self, X) -> np.ndarray:
         """The (N, n_bits) uint8 array of 0/1 bits of the rows of X."""
@@ -76,7 +95,7 @@ class BaseHasher(BaseEstimator):
         return pack_bits(self.transform(X))
 
     def fit_transform(self, X, y=None) -> np.ndarray:
-        return self.fit(X).transform(X)
+        return self.fit(X, y).transform(X)
 
     def _fit(self, X: np.ndarray) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -90,6 +109,19 @@ class LinearHasher(BaseHasher):
 
     def _project(self, X: np.ndarray) -> np.ndarray:
         return X @ self.W_.astype(X.dtype, copy=False) + self.b_.astype(X.dtype, copy=False)
+
+
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def single_threaded_blas():
+    """A context limiting BLAS/LAPACK to one thread, for small products and factorisations where
+    threads only add overhead. ``threadpool_limits(1)`` would rescan the loaded libraries on
+    every call (milliseconds each; BA enters this several times per iteration); the controller
+    scans once, when numpy's BLAS is already loaded."""
+    return _blas_controller().limit(limits=1)
 
 
 def seed_from(random_state) -> int:

@@ -4,51 +4,74 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
-import joblib
 import numpy as np
 import pandas as pd
 
 from cbir.hashing import make_hasher
-from cbir.io import read_descriptors, write_descriptors, write_table
+from cbir.hashing.base import BaseHasher
+from cbir.hashing.persist import load_hash_model as _load, metadata_path, save_hasher
+from cbir.io import atomic_output, read_descriptors, write_descriptors
+from cbir.preprocess import apply_preprocessing, fit_preprocessing
 
 log = logging.getLogger(__name__)
 
 
-def l2_normalize(X: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (all-zero rows stay zero)."""
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.where(norms > 0, norms, 1)
+@dataclass(frozen=True)
+class HashModel:
+    """A fitted hasher and the preprocessing (:mod:`cbir.preprocess` params) of its input."""
+
+    hasher: BaseHasher
+    preprocessing: dict
 
 
-def load_hash_model(path) -> dict:
-    """A model file written by :func:`train_hash`: the hasher and its preprocessing."""
-    return joblib.load(path)
+def load_hash_model(path) -> HashModel:
+    """A model written by :func:`train_hash` (``model.npz`` and ``model.json``), without pickle."""
+    hasher, preprocessing = _load(path)
+    if preprocessing is None:
+        raise ValueError(f"{metadata_path(path)} has no preprocessing: not written by the train_hash stage")
+    return HashModel(hasher, preprocessing)
 
 
-def encode(model: dict, features: np.ndarray) -> np.ndarray:
+def encode(model: HashModel, features: np.ndarray) -> np.ndarray:
     """Packed codes of raw features with a model from :func:`load_hash_model`."""
     features = np.asarray(features, dtype=np.float32)
-    return model["hasher"].encode(l2_normalize(features) if model["l2_normalize"] else features)
+    return model.hasher.encode(apply_preprocessing(model.preprocessing, features))
 
 
-def train_hash(features_path, method: str, n_bits: int, params: dict, seed: int, normalize: bool, model_path, codes_path, trace_path) -> None:
-    """Fit ``method`` with ``n_bits`` on the training rows; write the model, all codes and the trace."""
+def train_hash(
+    features_path, method: str, n_bits: int, *, params: dict, seed: int, preprocess: str = "l2", train_sample: int | None = None,
+    model_path, codes_path, trace_path,
+) -> None:
+    """Fit ``method`` with ``n_bits`` on the training rows (or a seeded sample of ``train_sample``
+    of them) after preprocessing ``preprocess`` fitted on those rows; write the model
+    (``model_path``, an ``.npz``, plus its ``.json`` sibling), the codes of every row and the
+    per-iteration trace (TSV; only BA iterates, the other methods write the header ``iteration``).
+    Supervised methods (CCA-ITQ) learn from the training rows' labels."""
     features = read_descriptors(features_path)
     if features.is_binary:
         raise ValueError(f"{features_path} holds binary codes, not features")
-    X = l2_normalize(features.values) if normalize else features.values
-    train = X[features.train]
+    rows = np.flatnonzero(features.train)
+    if train_sample is not None:
+        if isinstance(train_sample, bool) or not isinstance(train_sample, (int, np.integer)) or train_sample < 1:
+            raise ValueError(f"train_sample must be a positive integer or None, got {train_sample!r}")
+        if train_sample < len(rows):
+            rows = np.sort(np.random.default_rng(seed).choice(rows, int(train_sample), replace=False))
+        else:
+            log.info("train_sample=%d >= the %d training rows: using them all", train_sample, len(rows))
+    preprocessing = fit_preprocessing(preprocess, features.values[rows])
+    X = apply_preprocessing(preprocessing, features.values)
     hasher = make_hasher(method, n_bits, random_state=seed, **params)
-    log.info("fitting %s with %d bits on %d x %d training features", method, n_bits, *train.shape)
+    log.info("fitting %s with %d bits on %d x %d training features (preprocessing %s)", method, n_bits, len(rows), X.shape[1], preprocess)
     started = time.perf_counter()
-    hasher.fit(train)
+    hasher.fit(X[rows], features.label[rows])
     log.info("fitted in %.1f s", time.perf_counter() - started)
-    model = {"method": method, "n_bits": n_bits, "l2_normalize": normalize, "hasher": hasher}
-    joblib.dump(model, model_path)
+    save_hasher(hasher, model_path, preprocessing)
     codes = hasher.encode(X)
     write_descriptors(codes_path, features.index_frame(), codes, n_bits=n_bits)
-    # Only BA iterates; the baselines' trace is empty so that every method has the same outputs.
-    write_table(getattr(hasher, "trace_", pd.DataFrame({"iteration": pd.Series(dtype="int64")})), trace_path)
+    trace = getattr(hasher, "trace_", pd.DataFrame({"iteration": pd.Series(dtype="int64")}))
+    with atomic_output(trace_path) as tmp:
+        trace.to_csv(tmp, sep="\t", index=False)
     bits = hasher.transform(X[features.database])
     log.info("database bit balance: %s", np.round(bits.mean(0), 2).tolist())

@@ -22,7 +22,10 @@ which makes the diagonal preconditioner effective (the binary autoencoder does t
 from __future__ import annotations
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+
+from cbir.hashing.base import single_threaded_blas
+
+_NEWTON_CAP = 1000  # LIBLINEAR's TRON: at most 1000 Newton iterations
 
 
 def svm_objective(X: np.ndarray, Y: np.ndarray, V: np.ndarray, C: float) -> np.ndarray:
@@ -78,7 +81,7 @@ class _Preconditioner:
         if self.block:
             k = self.block
             inv = np.empty((act.shape[1], k, k))
-            with threadpool_limits(1):  # many small LAPACK calls: threads only add overhead
+            with single_threaded_blas():  # many small LAPACK calls: threads only add overhead
                 for j in range(act.shape[1]):
                     Xk = X[act[:, j] > 0, :k].astype(np.float64)
                     inv[j] = np.linalg.inv(np.eye(k) + 2 * C * (Xk.T @ Xk))
@@ -128,9 +131,9 @@ def fit_squared_hinge_svm(
     V0: np.ndarray | None = None,
     *,
     tol: float = 0.01,
-    max_newton: int = 30,
+    max_newton: int | None = 30,
     cg_tol: float = 0.1,
-    max_cg: int = 50,
+    max_cg: int | None = 50,
     X_sq: np.ndarray | None = None,
     precond_block: int = 0,
 ) -> tuple[np.ndarray, dict]:
@@ -138,6 +141,8 @@ def fit_squared_hinge_svm(
 
     X: (N, P) float32 or float64 design (append a column of ones for a regularised bias).
     Y: (N, K) labels in {-1, +1}. V0: (P, K) warm start (default zeros). X_sq: X ** 2, if cached.
+    max_newton / max_cg None: no budget, iterate until the stopping rules hold (LIBLINEAR's TRON
+    caps Newton at 1000 steps; CG converges in at most P steps in exact arithmetic).
     Returns V (P, K) float64 and a dict with the numbers of Newton and CG steps.
     """
     Y = np.asarray(Y, dtype=np.float64)
@@ -145,6 +150,8 @@ def fit_squared_hinge_svm(
     if X.shape[0] != n:
         raise ValueError(f"X has {X.shape[0]} rows but Y has {n}")
     dt = X.dtype
+    max_newton = _NEWTON_CAP if max_newton is None else int(max_newton)
+    max_cg = 2 * X.shape[1] if max_cg is None else int(max_cg)  # 2P: CG in float32 loses orthogonality
     if X_sq is None:
         X_sq = X * X
     V = np.zeros((X.shape[1], k)) if V0 is None else np.array(V0, dtype=np.float64)

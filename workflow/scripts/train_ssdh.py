@@ -1,0 +1,29 @@
+"""Train SSDH end to end on a split's training images and write every image's code."""
+
+import os
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # cbir, also inside a conda env
+os.environ.setdefault("TORCH_HOME", "resources/weights")  # where ImageNet weights are downloaded
+
+import torch
+
+from cbir.logs import logged
+from cbir.ssdh import train_ssdh
+
+with logged(snakemake.log[0]):
+    torch.set_num_threads(snakemake.threads)
+    train_ssdh(
+        snakemake.input.manifest,
+        snakemake.input.split,
+        snakemake.params.backbone,
+        snakemake.params.ssdh,
+        snakemake.params.kind,
+        snakemake.params.seed,
+        int(snakemake.wildcards.bits),
+        snakemake.output.model,
+        snakemake.output.codes,
+        snakemake.output.history,
+        weights_path=snakemake.input.weights[0] if snakemake.input.weights else None,
+        image_cache=snakemake.input.cache[0] if snakemake.input.cache else None,
+    )
