@@ -133,7 +133,7 @@ def main(argv=None) -> None:
     parser.add_argument("--train-sample", type=int, help="fit on a seeded sample of this many training rows")
     parser.add_argument("--bits", type=int, nargs="+", default=[12, 24, 32, 48])
     parser.add_argument("--methods", nargs="+", default=["ba", "itq", "pcah", "lsh", "sh", "cca_itq"], choices=sorted(HASHERS))
-    parser.add_argument("--ba-variants", nargs="+", default=["ba"], choices=sorted(BA_VARIANTS), help="BA option sets (with ba in --methods)")
+    parser.add_argument("--ba-variants", nargs="+", default=list(BA_VARIANTS), choices=sorted(BA_VARIANTS), help="BA option sets (with ba in --methods)")
     parser.add_argument("--ba-option", action="append", default=[], metavar="NAME=JSON", help="an extra BA option set, e.g. x='{\"C\": 10}'")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="hasher random_state values (mean ± sd over them)")
     parser.add_argument("--neighbours", type=int, default=50, help="K of the neighbours ground truth")

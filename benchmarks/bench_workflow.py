@@ -1,7 +1,7 @@
 """How long the workflow takes from the first command: cold run, no-op rerun, and a rerun after
 one hashing parameter changes, in a scratch directory.
 
-    uv run python benchmarks/bench_workflow.py                     # the embedded default
+    uv run python benchmarks/bench_workflow.py --repeats 2         # the embedded default, twice
     uv run python benchmarks/bench_workflow.py --configfile config/mnist.yaml --cores 2
 
 Prints, per run: wall time, jobs run, the jobs' summed time (from their benchmark files) and the
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,38 +51,47 @@ def job_times(workdir: Path, since: float) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["job", "seconds"])
 
 
-def report(name: str, wall: float, jobs: int, times: pd.DataFrame) -> None:
-    print(f"\n{name}: {wall:.1f} s wall, {jobs} jobs, summed job time {times['seconds'].sum():.1f} s")
-    for row in times.nlargest(5, "seconds").itertuples():
-        print(f"    {row.seconds:7.1f} s  {row.job}")
+def mean_sd(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configfile", type=Path, default=REPO / "config.yaml")
     parser.add_argument("--cores", default="all")
+    parser.add_argument("--repeats", type=int, default=1, help="repeat the three runs in fresh directories (mean ± sd)")
     parser.add_argument("--workdir", type=Path, help="scratch directory (default: a new temporary one)")
     args = parser.parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cbir-bench-"))
     info = cpu()
     print(f"machine: {info['model']} ({os.cpu_count()} CPUs, {' '.join(info['isa'])}); --cores {args.cores}; "
-          f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r}; workdir {workdir}")
-
-    started = time.time()
-    wall, jobs, _ = run(workdir, args.configfile.absolute(), args.cores)
-    report("cold run", wall, jobs, job_times(workdir, started))
-
-    started = time.time()
-    wall, jobs, _ = run(workdir, args.configfile.absolute(), args.cores)
-    report("no-op rerun", wall, jobs, job_times(workdir, started))
-
+          f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r}; config {args.configfile}")
     config = yaml.safe_load(args.configfile.read_text())
     config.setdefault("hashing", {}).setdefault("ba", {})["max_iter"] = 7
-    changed = workdir / "changed.yaml"
-    changed.write_text(yaml.safe_dump(config))
-    started = time.time()
-    wall, jobs, _ = run(workdir, changed, args.cores)
-    report("rerun after hashing.ba.max_iter: 7", wall, jobs, job_times(workdir, started))
+    runs = {"cold run": args.configfile.absolute(), "no-op rerun": args.configfile.absolute(), "rerun after hashing.ba.max_iter: 7": None}
+    measured: dict[str, list[tuple[float, int, float]]] = {name: [] for name in runs}
+    for repeat in range(args.repeats):
+        root = args.workdir or Path(tempfile.mkdtemp(prefix="cbir-bench-"))
+        workdir = root / f"repeat{repeat}" if args.workdir else root
+        workdir.mkdir(parents=True, exist_ok=True)
+        changed = workdir / "changed.yaml"
+        changed.write_text(yaml.safe_dump(config))
+        print(f"\nrepeat {repeat + 1} of {args.repeats} in {workdir}")
+        for name, configfile in runs.items():
+            started = time.time()
+            wall, jobs, _ = run(workdir, configfile or changed, args.cores)
+            times = job_times(workdir, started)
+            measured[name].append((wall, jobs, times["seconds"].sum()))
+            print(f"  {name}: {wall:.1f} s wall, {jobs} jobs, summed job time {times['seconds'].sum():.1f} s; slowest:")
+            for row in times.nlargest(5, "seconds").itertuples():
+                print(f"      {row.seconds:7.1f} s  {row.job}")
+
+    print(f"\n| run | wall (s) | jobs | summed job time (s) |\n| --- | ---: | ---: | ---: |")
+    for name, rows in measured.items():
+        walls, jobs, summed = zip(*rows)
+        print(f"| {name} | {mean_sd(list(walls))} | {jobs[0]} | {mean_sd(list(summed))} |")
+    print(f"(mean ± sd over {args.repeats} repeats)" if args.repeats > 1 else "(one repeat)")
 
 
 if __name__ == "__main__":

@@ -133,3 +133,21 @@ def test_the_old_single_seed_key_says_what_replaces_it():
     config["seed"] = 3
     with pytest.raises(ConfigError, match=r"config key 'seed': unknown key; give the repeats as a list, e.g. `seeds: \[0, 1, 2\]`"):
         validate_config(config)
+
+
+def schema_keys(node) -> set[str]:
+    """Every property name anywhere in a JSON schema (nested objects, $defs, oneOf, items)."""
+    if isinstance(node, list):
+        return set().union(*map(schema_keys, node))
+    if not isinstance(node, dict):
+        return set()
+    properties = node.get("properties", {})
+    children = [*properties.values(), *(value for key, value in node.items() if key != "properties")]
+    return set(properties) | set().union(*map(schema_keys, children))
+
+
+def test_every_config_key_is_documented():
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    text = (REPO / "config/README.md").read_text()
+    documented = {word for span in re.findall(r"`([^`]+)`", text) for word in re.findall(r"[A-Za-z_][A-Za-z_0-9]*", span)}
+    assert sorted(schema_keys(schema) - documented) == []

@@ -171,7 +171,7 @@ class BinaryAutoencoder(LinearHasher):
         state.init_from_linear(itq.W_, itq.b_)
         mus = self._mu_values(state.recon_sum(state.Z) / len(X_fit))
         log.info("BA: %d bits, %d x %d training features, device %s, mu schedule (%d values): %s",
-                 L, *X_fit.shape, state.name, len(mus), np.array2string(mus, precision=3, separator=", "))
+                 L, *X_fit.shape, state.name, len(mus), np.array2string(mus, precision=3, separator=", ", max_line_width=1 << 16))
         accepted_precision = validator(state.hash_codes(), state.weights()) if validator else np.nan
         if validator:
             log.info("validation: %d points, tie-aware precision@%d of the ITQ initialisation %.4f",
