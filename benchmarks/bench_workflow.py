@@ -48,7 +48,7 @@ def job_times(workdir: Path, since: float) -> pd.DataFrame:
     for path in workdir.glob("**/logs/benchmarks/**/*.tsv"):
         if path.stat().st_mtime >= since:
             rows.append({"job": str(path.relative_to(workdir)).split("benchmarks/", 1)[1][:-4], "seconds": float(pd.read_csv(path, sep="\t")["s"].iloc[0])})
-    return pd.DataFrame(rows, columns=["job", "seconds"])
+    return pd.DataFrame(rows, columns=["job", "seconds"]).astype({"seconds": float})
 
 
 def mean_sd(values: list[float]) -> str:

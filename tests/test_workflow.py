@@ -100,7 +100,7 @@ def results(run) -> pd.DataFrame:
     return read_results(run / REPORT / "results.tsv")
 
 
-@pytest.mark.parametrize("descriptor", ["hashing/smallcnn/ba/48", "hashing/smallcnn/lsh/12", "metric/smallcnn/TN-FT", "features/smallcnn/finetuned/penultimate"])
+@pytest.mark.parametrize("descriptor", ["hashing/smallcnn/ba/48", "hashing/smallcnn/cca_itq/12", "metric/smallcnn/TN-FT", "features/smallcnn/finetuned/penultimate"])
 def test_results_are_the_mean_and_sd_over_seeds_of_the_evaluation_files(default_run, descriptor):
     table = results(default_run)
     pipeline, backbone, method, *bits = descriptor.split("/")
@@ -127,7 +127,7 @@ def test_both_ground_truths_for_hash_codes_labels_only_otherwise(default_run):
 def test_table2_shows_every_method_with_spread_for_both_ground_truths(default_run):
     text = (default_run / REPORT / "table2_hashing_methods.md").read_text()
     assert "Ground truth: class labels" in text and "Ground truth: Euclidean neighbours" in text
-    for method in ("BA", "ITQ", "LSH", "CCA-ITQ", "SSDH"):
+    for method in ("BA", "ITQ", "CCA-ITQ", "SSDH"):
         assert text.count(f"| digits | {method} | smallcnn |") == 2
     rows = [line for line in text.splitlines() if line.startswith("| digits |")]
     assert rows and all(line.count("±") == 4 for line in rows)

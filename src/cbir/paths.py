@@ -22,8 +22,10 @@ or ``features/<backbone>/<stage>/<layer>`` (the features themselves, searched by
 
 from __future__ import annotations
 
-#: The descriptor names a rule's wildcard may take.
-DESCRIPTOR_PATTERN = r"hashing/[^/]+/[^/]+/\d+|metric/[^/]+/[^/]+|features/[^/]+/(finetuned|pretrained)/[^/]+"
+#: The descriptor names a rule's wildcard may take: each searched on its own ...
+SEARCHED_ALONE_PATTERN = r"hashing/[^/]+/[^/]+/\d+|features/[^/]+/(finetuned|pretrained)/[^/]+"
+#: ... and every descriptor, also the siamese/triplet models' (searched together, one job per repeat).
+DESCRIPTOR_PATTERN = SEARCHED_ALONE_PATTERN + r"|metric/[^/]+/[^/]+"
 
 
 def descriptor_names(config: dict, dataset: str) -> list[str]:

@@ -4,7 +4,7 @@ import hashlib
 import os
 
 from cbir.config import GRAYSCALE_KINDS, METRIC_MODELS, PIXEL_ARRAY_KINDS, input_mode, pixels_are_cache
-from cbir.paths import DESCRIPTOR_PATTERN, Layout, descriptor_names, parse_descriptor
+from cbir.paths import DESCRIPTOR_PATTERN, SEARCHED_ALONE_PATTERN, Layout, descriptor_names, parse_descriptor
 
 paths = Layout.of(config)
 SEEDS = config["seeds"]
@@ -45,8 +45,13 @@ def weights_file(backbone, seed):
 
 def training_params(wc):
     """What fine-tuning depends on: everything of the backbone but the layer that is hashed."""
-    cfg = {k: v for k, v in backbone_cfg(wc.backbone).items() if k != "feature_layer"}
+    cfg = {k: v for k, v in backbone_cfg(wc.backbone).items() if k not in ("feature_layer", "threads")}
     return {**cfg, "weights": weights_of(wc.backbone, wc.seed)}
+
+
+def backbone_threads(wc):
+    """CPU threads of a backbone's jobs: a resource, so changing it reruns nothing."""
+    return backbone_cfg(wc.backbone)["threads"]
 
 
 def extraction_params(wc):
@@ -179,6 +184,11 @@ def folder_listing(root):
 
 def metric_outputs(name):
     return [paths.metric("{dataset}", "{seed}", "{backbone}", model, name) for model in config["metric_learning"]["models"]]
+
+
+def metric_evaluations(name):
+    """One evaluation file ``name`` per siamese/triplet model of a (dataset, seed, backbone)."""
+    return [paths.evaluation("{dataset}", "{seed}", f"metric/{{backbone}}/{model}", name) for model in config["metric_learning"]["models"]]
 
 
 # Output name -> (file name, caption, category, subcategory); captions live in workflow/report/.

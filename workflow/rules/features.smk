@@ -35,7 +35,7 @@ rule finetune:
         paths.benchmark("{dataset}", "seed{seed}", "finetune", "{backbone}")
     conda:
         ENV
-    threads: 4
+    threads: backbone_threads
     resources:
         gpu=gpus,
     params:
@@ -66,9 +66,11 @@ rule extract_features:
     wildcard_constraints:
         stage="finetuned|pretrained",
         layer="penultimate|logits|fc6",
+    # Started first: features unblock the most jobs (hashing, the siamese/triplet models).
+    priority: 2
     conda:
         ENV
-    threads: 4
+    threads: backbone_threads
     resources:
         gpu=gpus,
     params:

@@ -57,7 +57,7 @@ rule train_ssdh:
         bits=r"\d+",
     conda:
         ENV
-    threads: 4
+    threads: backbone_threads
     resources:
         gpu=gpus,
     params:

@@ -18,6 +18,8 @@ rule train_metric_models:
         paths.log("{dataset}", "seed{seed}", "metric", "{backbone}"),
     benchmark:
         paths.benchmark("{dataset}", "seed{seed}", "metric", "{backbone}")
+    # A chain of its own to the report (train, evaluate): started as soon as it can be.
+    priority: 1
     conda:
         ENV
     threads: 1
