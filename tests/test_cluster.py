@@ -31,10 +31,10 @@ CONFIG["seeds"] = [0]
 CONFIG["hashing"].update(methods=["itq", "ssdh_head"], bits=[12])
 CONFIG["metric_learning"].update(models=["PT", "FT"])
 CONFIG["backbones"]["smallcnn"]["finetune"]["epochs"] = 2
+CONFIG["backbones"]["smallcnn"]["threads"] = 2  # the same thread count in both runs: training's float sums depend on it
 
 # This CI node has 2 CPUs and little memory: the profile's per-rule sizes are for real clusters.
 NODE_FIT = [
-    "--set-threads", "finetune=2", "extract_features=2",
     "--set-resources", "finetune:cpus_per_task=2", "extract_features:cpus_per_task=2", "finetune:mem_mb=4000", "extract_features:mem_mb=4000",
     "--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "2", "--slurm-no-account",
 ]
