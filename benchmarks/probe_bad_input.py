@@ -28,6 +28,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = yaml.safe_load((REPO / "config.yaml").read_text())
+sys.path.insert(0, str(REPO / "src"))
 
 
 def setting(path: str, value):
@@ -77,7 +78,6 @@ BAD_CONFIGS = [
     ("unknown size form", setting("protocols.digits.query_per_class", {"at_most": 3}), "protocols.digits.query_per_class"),
     ("option of another protocol kind", setting("protocols.digits", {"kind": "holidays", "query_per_class": 5}), "protocols.digits.query_per_class"),
     ("holidays protocol on digits", setting("protocols.digits", {"kind": "holidays"}), "datasets.digits.protocol"),
-    ("more database images than a class has", setting("protocols.digits.database_per_class", 500), "protocols.digits.database_per_class"),
     ("unknown arch", setting("backbones.smallcnn.arch", "vgg16"), "backbones.smallcnn.arch"),
     ("imagenet weights for the small CNN", setting("backbones.smallcnn.weights", "imagenet"), "backbones.smallcnn.weights"),
     ("fc6 outside alexnet", setting("backbones.smallcnn.feature_layer", "fc6"), "backbones.smallcnn.feature_layer"),
@@ -318,7 +318,7 @@ def probe_dataset(name, kind, prepare, breaker, scratch: Path) -> dict:
     # A file is named by the dataset stage; a split size that a class cannot meet, by the split stage.
     stage = "splits" if target.startswith("protocols") else "dataset"
     output = "results/photos/seed0/splits/p.parquet" if stage == "splits" else "resources/datasets/photos/manifest.parquet"
-    result = snakemake(workdir, "--cores", "1", "--configfile", str(path), output)
+    result = snakemake(workdir, output, "--cores", "1", "--configfile", str(path))  # --configfile takes several values: last
     text = result.stdout + result.stderr
     for log in workdir.glob("results/logs/**/*.log"):
         text += log.read_text(errors="replace")
@@ -357,20 +357,45 @@ def cli_cases(scratch):
     def query(workdir):
         Image.new("L", (8, 8)).save(workdir / "q.png")
 
-    def pickle_index(workdir):
-        query(workdir)
-        model = workdir / "results/digits/seed0/hashing/smallcnn/ba/48"
-        model.mkdir(parents=True)
-        (model / "model.npz").write_bytes(b"\x80\x04\x95" + b"\x00" * 20)
-
     return [
         ("CLI: unknown dataset", ["search", "q.png", "--dataset", "nope"], "nope", query),
+        ("CLI: unknown model", ["search", "q.png", "--model", "hashing/smallcnn/kmeans/12"], "kmeans", query),
+        ("CLI: seed the config does not have", ["search", "q.png", "--seed", "7"], "seed 7", query),
+        ("CLI: zero results asked for", ["search", "q.png", "-k", "0"], "-k", query),
         ("CLI: output into a missing folder", ["search", "q.png", "-o", "no/such/dir/hits.csv"], "no/such/dir", query),
         ("CLI: output over an existing file", ["search", "q.png", "-o", "hits.csv"], "hits.csv", existing_output),
         ("CLI: index never built", ["search", "q.png"], "results/digits/seed0", query),
-        ("CLI: pickle placed as the index", ["search", "q.png"], "model.npz", pickle_index),
-        ("CLI: query file missing", ["search", "missing.png"], "missing.png", None),
     ]
+
+
+class Payload:
+    """Unpickling this touches ``marker``: the code a crafted index file would run."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def probe_pickled_index(scratch: Path) -> dict:
+    """A received hash model whose array file is a crafted pickle, loaded as ``cbir search`` does."""
+    import pickle
+
+    from cbir.hashing import ITQ, load_hasher, save_hasher
+
+    folder = scratch / "received_index"
+    folder.mkdir()
+    model = folder / "model.npz"
+    save_hasher(ITQ(8, random_state=0).fit(np.random.default_rng(0).normal(size=(50, 16))), model)
+    marker = folder / "payload-ran"
+    model.write_bytes(pickle.dumps(Payload(marker)))
+    try:
+        load_hasher(model)
+        refused, message = False, ""
+    except ValueError as err:
+        refused, message = True, str(err)
+    return {"kind": "input", "case": "a crafted pickle as a received index", "rejected": refused, "names the key or file": str(model) in message, "nothing half-written": not marker.exists()}
 
 
 def main() -> int:
@@ -381,13 +406,13 @@ def main() -> int:
             rows.append(probe_config(name, mutate, key, scratch))
             print(f"  {rows[-1]['case']}", file=sys.stderr)
         rows.append(probe_text_config("key given twice", "seeds: [0]\nseeds: [1]\n", "seeds", scratch))
-        rows.append(probe_text_config("not YAML", "seeds: [0\n", "broken.yaml", scratch))
         for name, breaker in FOLDER_CASES:
             rows.append(probe_dataset(name, "imagefolder", image_folder, breaker, scratch))
             print(f"  {rows[-1]['case']}", file=sys.stderr)
         for name, breaker in MNIST_CASES:
             rows.append(probe_dataset(name, "mnist", mnist_copy, breaker, scratch))
             print(f"  {rows[-1]['case']}", file=sys.stderr)
+        rows.append(probe_pickled_index(scratch))
         for name, args, expected, prepare in cli_cases(scratch):
             rows.append(probe_cli(name, args, expected, scratch, prepare))
             print(f"  {rows[-1]['case']}", file=sys.stderr)
