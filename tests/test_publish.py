@@ -12,6 +12,7 @@ from cbir.cli import main
 from cbir.provenance import provenance
 from cbir.publish import compare, render_readme, update_readme
 from cbir.report import aggregate, read_results
+from conftest import REPO
 
 CONFIG = {"seeds": [0, 1, 2], "evaluation": {"topk": 1000, "neighbours": 50, "approximate_hamming": False}}
 
@@ -104,3 +105,9 @@ def test_publish_needs_a_finished_run(tmp_path, capsys):
         (tmp_path / "report" / name).write_bytes((tmp_path / "src" / name).read_bytes())
     target = publish(tmp_path / "report", "demo", tmp_path / "published")
     assert read_results(target / "results.tsv").equals(read_results(tmp_path / "src/results.tsv"))
+
+
+def test_readme_tables_are_the_rendering_of_the_published_results():
+    text = (REPO / "README.md").read_text()
+    assert "<!-- results default hashing labels -->" in text and "<!-- results default hashing neighbours -->" in text
+    assert render_readme(text, REPO / "resources" / "results") == text, "README.md is stale: run `uv run cbir readme`"
