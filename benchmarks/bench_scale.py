@@ -4,10 +4,10 @@
     uv run python benchmarks/bench_scale.py --n 1000000          # needs ~4 GB of disk, not of memory
 
 Synthetic CNN-like features (clustered, non-negative, 2,048-d) are written to disk as float16
-(an N x d memory-mapped .npy file, in chunks). Then, each step timed with the process's peak
+(an N x d .npy file, in chunks, read back in chunks by plain file reads). Then, each step timed with the process's peak
 resident memory after it:
 
-1. BA (L bits) fitted on a seeded sample of ``--sample`` rows, read from the memory map;
+1. BA (L bits) fitted on a seeded sample of ``--sample`` rows;
 2. every row encoded chunk by chunk (the float features are never held whole in memory);
 3. exact Hamming search of ``--queries`` held-out queries, top 1,000 (faiss, packed codes);
 4. for comparison, exact Euclidean search of the same queries over the float features, chunk by
@@ -42,27 +42,54 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def write_features(path: Path, n: int, dim: int, n_clusters: int, seed: int, chunk: int) -> np.ndarray:
-    """Clustered features in a float16 memory map; returns each row's cluster."""
+class RowFile:
+    """An N x d float16 .npy file read and written in row chunks with plain file I/O.
+
+    Not a memory map on purpose: the pages of a mapped file count towards the process's resident
+    memory, so a memory map would hide what the steps themselves hold.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, int]):
+        self.path, self.shape, self.dtype = path, shape, np.dtype(np.float16)
+        self.row_bytes = shape[1] * self.dtype.itemsize
+
+    def create(self) -> None:
+        with open(self.path, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape})
+            self.offset = f.tell()
+
+    def append(self, block: np.ndarray) -> None:
+        with open(self.path, "ab") as f:
+            f.write(np.ascontiguousarray(block, dtype=self.dtype).tobytes())
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows start..stop-1 as float32."""
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + start * self.row_bytes)
+            return np.fromfile(f, dtype=self.dtype, count=(stop - start) * self.shape[1]).reshape(-1, self.shape[1]).astype(np.float32)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Selected rows (sorted) as float32, read one at a time."""
+        return np.stack([self.rows(r, r + 1)[0] for r in rows])
+
+
+def write_features(file: RowFile, n_clusters: int, seed: int, chunk: int) -> None:
+    """Clustered, non-negative features, written chunk by chunk."""
     rng = np.random.default_rng(seed)
+    n, dim = file.shape
     centres = np.abs(rng.normal(0, 1, (n_clusters, dim))).astype(np.float32)
-    labels = rng.integers(0, n_clusters, n)
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(n, dim))
+    file.create()
     for start in range(0, n, chunk):
-        rows = labels[start : start + chunk]
-        block = centres[rows] + np.abs(rng.normal(0, 0.6, (len(rows), dim))).astype(np.float32)
-        out[start : start + len(rows)] = block
-    out.flush()
-    del out
-    return labels
+        rows = rng.integers(0, n_clusters, min(chunk, n - start))
+        file.append(centres[rows] + np.abs(rng.normal(0, 0.6, (len(rows), dim))).astype(np.float32))
 
 
-def euclidean_top_k(features: np.ndarray, queries: np.ndarray, k: int, chunk: int) -> np.ndarray:
+def euclidean_top_k(file: RowFile, n: int, queries: np.ndarray, k: int, chunk: int) -> np.ndarray:
     """Exact top-k by Euclidean distance, merging per-chunk results: memory of one chunk."""
     best_d = np.full((len(queries), 0), np.inf, dtype=np.float32)
     best_i = np.zeros((len(queries), 0), dtype=np.int64)
-    for start in range(0, len(features), chunk):
-        block = np.asarray(features[start : start + chunk], dtype=np.float32)
+    for start in range(0, n, chunk):
+        block = file.rows(start, min(start + chunk, n))
         index = EuclideanIndex(block.shape[1])
         index.add(block)
         d, i = index.search(queries, min(k, len(block)))
@@ -96,16 +123,15 @@ def main() -> None:
         print(f"  {name}: {rows[-1][1]:.1f} s, peak RSS {rows[-1][2]:.2f} GiB", file=sys.stderr)
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        path = Path(tmp) / "features.npy"
+        file = RowFile(Path(tmp) / "features.npy", (args.n + args.queries, args.dim))
         started = time.perf_counter()
-        write_features(path, args.n + args.queries, args.dim, n_clusters=100, seed=args.seed, chunk=args.chunk)
+        write_features(file, n_clusters=100, seed=args.seed, chunk=args.chunk)
         step(f"write {args.n + args.queries:,} float16 features", started)
-        features = np.load(path, mmap_mode="r")
-        database, queries = features[: args.n], np.asarray(features[args.n :], dtype=np.float32)
+        queries = file.rows(args.n, args.n + args.queries)
 
         started = time.perf_counter()
         sample_rows = np.sort(np.random.default_rng(args.seed).choice(args.n, size=min(args.sample, args.n), replace=False))
-        sample = np.asarray(database[sample_rows], dtype=np.float32)
+        sample = file.take(sample_rows)
         params = fit_preprocessing("l2", sample)
         ba = BinaryAutoencoder(args.bits, random_state=args.seed).fit(apply_preprocessing(params, sample))
         del sample
@@ -114,8 +140,8 @@ def main() -> None:
         started = time.perf_counter()
         codes = np.empty((args.n, (args.bits + 7) // 8), dtype=np.uint8)
         for start in range(0, args.n, args.chunk):
-            block = np.asarray(database[start : start + args.chunk], dtype=np.float32)
-            codes[start : start + len(block)] = ba.encode(apply_preprocessing(params, block))
+            stop = min(start + args.chunk, args.n)
+            codes[start:stop] = ba.encode(apply_preprocessing(params, file.rows(start, stop)))
         query_codes = ba.encode(apply_preprocessing(params, queries))
         step(f"encode {args.n:,} rows in chunks", started)
 
@@ -126,7 +152,7 @@ def main() -> None:
         step(f"Hamming search, {args.queries:,} queries", started)
 
         started = time.perf_counter()
-        euclidean_top_k(database, queries, args.k, args.chunk)
+        euclidean_top_k(file, args.n, queries, args.k, args.chunk)
         step(f"Euclidean search (float32, chunked), {args.queries:,} queries", started)
 
     print("\n| step | time (s) | peak RSS so far (GiB) |\n| --- | ---: | ---: |")
