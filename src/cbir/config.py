@@ -33,6 +33,9 @@ METRIC_MODELS = {
     "TN-PT-FT": ("TN-PT", "classification"),
 }
 
+#: The order the second paper's tables list them in.
+METRIC_MODEL_ORDER = ("PT", "FT", "SN-PT", "SN-PT-FT", "SN-FT", "TN-PT", "TN-PT-FT", "TN-FT")
+
 
 #: Keys of earlier versions, with what replaces them.
 RENAMED = {"seed": "; give the repeats as a list, e.g. `seeds: [0, 1, 2]`"}

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cbir.config import METRIC_MODEL_ORDER
 from cbir.io import atomic_output, write_text
 from cbir.provenance import describe
 from cbir.report import GROUND_TRUTH_NAMES, KEYS, hashing_table, headline_metric, markdown, metric_learning_table, read_results
@@ -65,7 +66,7 @@ def render_block(spec: str, published=PUBLISHED_DIR) -> str:
         shown = hashing_table(results, ground_truth, metric).drop(columns="backbone")
         title = f"{'mAP@' + k if metric == 'map' else 'tie-aware precision@' + k} (%), ground truth: {GROUND_TRUTH_NAMES[ground_truth]}"
     elif table == "metric":
-        models = list(dict.fromkeys(results.loc[results["pipeline"] == "metric", "method"]))
+        models = [m for m in METRIC_MODEL_ORDER if m in set(results.loc[results["pipeline"] == "metric", "method"])]
         shown = metric_learning_table(results, models).drop(columns="backbone")
         title = "siamese/triplet models, ground truth: class labels"
     else:
