@@ -99,3 +99,29 @@ def test_interrupted_job_is_rerun_and_resumes(tmp_path):
     history = pd.read_parquet(tmp_path / "results/digits/seed0/backbones/smallcnn/history.parquet")
     assert history["epoch"].tolist() == list(range(1, 7))
     assert not resume.exists()
+
+
+def test_a_new_photo_reruns_its_dataset_only(tmp_path):
+    """The folder's listing is a parameter of its dataset rule: adding an image reruns that
+    dataset (and, by the DAG, what is built on it), not another dataset's."""
+    from conftest import save_image
+
+    for name in ("a", "b"):
+        for cls in ("cats", "dogs"):
+            for i in range(3):
+                save_image(tmp_path / name / cls / f"{i}.png", "RGB", seed=i)
+    dataset = {"kind": "imagefolder", "protocol": "p", "hashing": ["smallcnn"], "metric_learning": []}
+    config = {
+        "seeds": [0],
+        "datasets": {name: {**dataset, "root": str(tmp_path / name)} for name in ("a", "b")},
+        "protocols": {"p": {"kind": "per_class", "database_per_class": 2, "query_per_class": 1, "train_per_class": "database"}},
+        "backbones": BASE["backbones"],
+    }
+    path = tmp_path / "folders.yaml"
+    path.write_text(yaml.safe_dump(config))
+    manifests = ["resources/datasets/a/manifest.parquet", "resources/datasets/b/manifest.parquet"]
+    snakemake(tmp_path, "--cores", "1", *manifests, configfile=path)
+    assert job_counts(snakemake(tmp_path, "-n", "--cores", "1", *manifests, configfile=path).stdout) == {}
+
+    save_image(tmp_path / "a" / "cats" / "new.png", "RGB", seed=7)
+    assert job_counts(snakemake(tmp_path, "-n", "--cores", "1", *manifests, configfile=path).stdout) == {"dataset_a": 1}
