@@ -120,28 +120,17 @@ def leftovers(root: Path) -> list[str]:
 
 
 def probe_config(name, mutate, key, scratch: Path) -> dict:
-    workdir = scratch / "config"
-    workdir.mkdir(exist_ok=True)
+    """config.yaml changed by ``mutate``."""
     config = copy.deepcopy(BASE)
     mutate(config)
-    path = workdir / "bad.yaml"
-    path.write_text(yaml.safe_dump(config))
-    result = snakemake(workdir, "-n", "--cores", "1", "--configfile", str(path))
-    text = result.stdout + result.stderr
-    return {
-        "kind": "config",
-        "case": name,
-        "rejected": result.returncode != 0 and "Job stats" not in text,
-        "names the key or file": f"'{key}" in text or f"{key}" in text.split("invalid configuration", 1)[-1],
-        "nothing half-written": not (workdir / "results").exists() and not (workdir / "resources").exists(),
-    }
+    return probe_config_text(name, yaml.safe_dump(config), key, scratch)
 
 
-def probe_text_config(name, text_config: str, key: str, scratch: Path) -> dict:
-    """A config file that is broken as YAML or as a file."""
+def probe_config_text(name, text_config: str, key: str, scratch: Path) -> dict:
+    """A config file with this text, planned with ``snakemake -n``."""
     workdir = scratch / "config"
     workdir.mkdir(exist_ok=True)
-    path = workdir / "broken.yaml"
+    path = workdir / "bad.yaml"
     path.write_text(text_config)
     result = snakemake(workdir, "-n", "--cores", "1", "--configfile", str(path))
     text = result.stdout + result.stderr
@@ -149,7 +138,7 @@ def probe_text_config(name, text_config: str, key: str, scratch: Path) -> dict:
         "kind": "config",
         "case": name,
         "rejected": result.returncode != 0 and "Job stats" not in text,
-        "names the key or file": key in text,
+        "names the key or file": f"'{key}" in text or f"{key}" in text.split("invalid configuration", 1)[-1],
         "nothing half-written": not (workdir / "results").exists() and not (workdir / "resources").exists(),
     }
 
@@ -405,7 +394,7 @@ def main() -> int:
         for name, mutate, key in BAD_CONFIGS:
             rows.append(probe_config(name, mutate, key, scratch))
             print(f"  {rows[-1]['case']}", file=sys.stderr)
-        rows.append(probe_text_config("key given twice", "seeds: [0]\nseeds: [1]\n", "seeds", scratch))
+        rows.append(probe_config_text("key given twice", "seeds: [0]\nseeds: [1]\n", "seeds", scratch))
         for name, breaker in FOLDER_CASES:
             rows.append(probe_dataset(name, "imagefolder", image_folder, breaker, scratch))
             print(f"  {rows[-1]['case']}", file=sys.stderr)
