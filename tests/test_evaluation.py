@@ -155,3 +155,15 @@ def test_empty_query_set_is_an_error(tmp_path):
     write_descriptors(tmp_path / "d.parquet", index, np.zeros((2, 3), np.float32))
     with pytest.raises(ValueError, match="0 query rows"):
         evaluate(tmp_path / "d.parquet", outputs(tmp_path), k=5)
+
+
+def test_a_copied_tree_without_git_records_the_commit_it_names(monkeypatch):
+    from cbir import provenance as prov
+
+    monkeypatch.setattr(prov, "_git", lambda *args: None)  # as in a copy without .git
+    monkeypatch.setenv(prov.COMMIT_VARIABLE, "0123456789abcdef")
+    record = prov.provenance()
+    assert record["commit"] == "0123456789abcdef" and record["dirty"] is None
+    assert "0123456789 (copied tree, unchecked)" in prov.describe(record)
+    monkeypatch.delenv(prov.COMMIT_VARIABLE)
+    assert prov.provenance()["commit"] is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -22,6 +23,9 @@ PACKAGES = ("torch", "torchvision", "numpy", "scikit-learn", "faiss-cpu", "panda
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "asimd", "sve")
 REPO = Path(__file__).resolve().parents[2]
 METADATA_KEY = b"cbir.provenance"
+#: A copy of the tree without its .git (rsynced to a cluster node or a rented GPU machine) names
+#: the commit it was copied from here; the record then says it was not checked for changes.
+COMMIT_VARIABLE = "CBIR_SOURCE_COMMIT"
 
 
 def config_hash(config: dict) -> str:
@@ -71,8 +75,9 @@ def provenance(config: dict | None = None) -> dict:
     """This process's record: commit (and whether the tree was dirty), versions, device, time;
     with ``config``, also its hash and seeds."""
     status = _git("status", "--porcelain", "--untracked-files=no")
+    commit = _git("rev-parse", "HEAD")
     record = {
-        "commit": _git("rev-parse", "HEAD"),
+        "commit": commit or os.environ.get(COMMIT_VARIABLE) or None,
         "dirty": None if status is None else bool(status),
         "python": platform.python_version(),
         "versions": {package: _version(package) for package in PACKAGES},
@@ -90,7 +95,7 @@ def provenance(config: dict | None = None) -> dict:
 
 def describe(record: dict) -> str:
     """One line for a table's foot: commit, device, versions, time."""
-    commit = (record.get("commit") or "unknown commit")[:10] + (" (dirty)" if record.get("dirty") else "")
+    commit = (record.get("commit") or "unknown commit")[:10] + (" (dirty)" if record.get("dirty") else " (copied tree, unchecked)" if record.get("commit") and record.get("dirty") is None else "")
     device = ", ".join(record.get("gpus") or []) or record["cpu"]["model"]
     isa = "/".join(f for f in record["cpu"]["isa"] if f.startswith(("avx", "amx", "asimd", "sve")))
     versions = ", ".join(f"{p} {v}" for p, v in record["versions"].items() if v and p in ("torch", "numpy", "faiss-cpu", "scikit-learn"))
