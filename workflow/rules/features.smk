@@ -33,6 +33,9 @@ rule finetune:
         paths.log("{dataset}", "seed{seed}", "finetune", "{backbone}"),
     benchmark:
         paths.benchmark("{dataset}", "seed{seed}", "finetune", "{backbone}")
+    # Fine-tuning heads the longest chains (features, SSDH, hashing, the siamese/triplet models):
+    # started before anything else that is ready, or a many-core machine leaves it to the end.
+    priority: 3
     conda:
         ENV
     threads: backbone_threads
