@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,3 +33,9 @@ def job_counts(output: str) -> dict[str, int]:
             else:
                 counts[fields[0]] = int(fields[1])
     return counts
+
+
+def jobs_run(output: str) -> dict[str, int]:
+    """Jobs per rule that a (non-dry) run started, from its log: with checkpoints, the plan that
+    a dry run prints leaves out the jobs planned after them."""
+    return dict(collections.Counter(re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):$", output, re.M)))

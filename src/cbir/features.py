@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from cbir.config import input_mode
 from cbir.datasets import read_manifest
 from cbir.image_cache import open_image_cache
-from cbir.io import ROLES, read_parquet, write_descriptors, write_parquet
+from cbir.io import ROLES, read_parquet, write_descriptor_dataset, write_descriptors, write_feature_shard, write_parquet
 from cbir.models import Backbone, build_backbone
 from cbir.training import ImageTensors, save_checkpoint, finetune, fingerprint, resolve_device, run_layers, seed_everything
 
@@ -125,6 +125,52 @@ def extract_features(
     ``batch_size`` defaults to 256 images on a CPU and 1,024 on a GPU; ``image_cache`` as for
     :func:`train_backbone`."""
     images = split_images(manifest_path, split_path)
+    features = _layer_features(images, manifest_path, backbone_cfg, dataset_kind, layer, weights_path, seed, batch_size, image_cache)
+    write_descriptors(out_path, images[["image_id", "label", *ROLES]], features)
+    log.info("wrote %d x %d features to %s", *features.shape, out_path)
+    return features
+
+
+def shard_bounds(n_images: int, shard_size: int) -> list[tuple[int, int]]:
+    """The manifest rows [start, stop) of each shard: consecutive runs of ``shard_size``."""
+    return [(start, min(start + shard_size, n_images)) for start in range(0, n_images, shard_size)]
+
+
+def extract_feature_shard(
+    manifest_path,
+    rows: tuple[int, int],
+    backbone_cfg: dict,
+    dataset_kind: str,
+    layer: str,
+    out_path,
+    weights_path: str | None = None,
+    seed: int = 0,
+    batch_size: int | None = None,
+    image_cache: str | os.PathLike | None = None,
+) -> np.ndarray:
+    """Write ``layer``'s activations for the manifest's rows [start, stop) as a feature shard
+    (:func:`cbir.io.write_feature_shard`); images are read from their files unless
+    ``image_cache`` is given, so a shard does not depend on the other shards' images."""
+    manifest = read_manifest(manifest_path).assign(row=lambda m: np.arange(len(m)))
+    start, stop = rows
+    if not 0 <= start < stop <= len(manifest):
+        raise ValueError(f"shard rows [{start}, {stop}) are outside {manifest_path}'s {len(manifest)} images")
+    images = manifest.iloc[start:stop].reset_index(drop=True)
+    features = _layer_features(images, manifest_path, backbone_cfg, dataset_kind, layer, weights_path, seed, batch_size, image_cache)
+    write_feature_shard(out_path, images["image_id"], images["label"], features)
+    log.info("wrote %d x %d features of images %d..%d to %s", *features.shape, start, stop - 1, out_path)
+    return features
+
+
+def gather_features(split_path, shard_paths, out_path) -> None:
+    """Gather feature shards into a descriptor dataset for the split's images, in split order;
+    reads the split and the shards' image ids, never their features."""
+    split = read_parquet(split_path)
+    write_descriptor_dataset(out_path, split, shard_paths)
+    log.info("gathered %d shards into %s for the %d images of %s", len(shard_paths), out_path, len(split), split_path)
+
+
+def _layer_features(images: pd.DataFrame, manifest_path, backbone_cfg: dict, dataset_kind: str, layer: str, weights_path, seed: int, batch_size, image_cache) -> np.ndarray:
     seed_everything(seed)  # random-weight backbones are the same for a seed
     backbone, mode = load_backbone(backbone_cfg, dataset_kind, weights_path)
     device = resolve_device(backbone_cfg["finetune"]["device"])
@@ -135,6 +181,4 @@ def extract_features(
     features = run_layers(backbone, dataset, (layer,), batch_size, options["workers"], device, progress=True, resident_gib=options.get("resident_gib"))[layer]
     if not np.isfinite(features).all():
         raise ValueError(f"non-finite {layer} features from {weights_path or backbone_cfg['weights']}")
-    write_descriptors(out_path, images[["image_id", "label", *ROLES]], features)
-    log.info("wrote %d x %d features to %s", *features.shape, out_path)
     return features

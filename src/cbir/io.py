@@ -6,6 +6,12 @@ either ``feature`` (float descriptors, a fixed-size list of float32) or ``code``
 codes, fixed-size binary; the number of bits is kept in the schema metadata). Features from a
 backbone, hash codes and metric-learning descriptors all use it, so the search and evaluation
 stages read one format.
+
+With sharded extraction, features are a *descriptor dataset*: a folder named like the file,
+holding the shards' files (``part-NNNNN.parquet``: ``image_id``, ``label``, ``feature``, one per
+shard, in manifest order) and ``_index.parquet``, the split's rows in split order with the part
+and row of each image's features. :func:`read_descriptors` reads either form, the dataset one part
+at a time; ``pyarrow.dataset.dataset(folder)`` reads the parts as one table (it skips ``_`` files).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -155,8 +162,7 @@ def write_descriptors(path: str | os.PathLike, index: pd.DataFrame, values: np.n
     }
     metadata = {}
     if n_bits is None:
-        flat = pa.array(np.ascontiguousarray(values, dtype=np.float32).ravel(), pa.float32())
-        columns["feature"] = pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
+        columns["feature"] = _feature_column(values)
     else:
         if values.dtype != np.uint8 or values.shape[1] != n_bytes(n_bits):
             raise ValueError(f"{n_bits}-bit codes must be uint8 with {n_bytes(n_bits)} bytes per row")
@@ -168,9 +174,87 @@ def write_descriptors(path: str | os.PathLike, index: pd.DataFrame, values: np.n
     write_parquet(table, path)
 
 
-def read_descriptors(path: str | os.PathLike) -> Descriptors:
-    """Read a file written by :func:`write_descriptors`."""
+def _feature_column(values: np.ndarray) -> pa.FixedSizeListArray:
+    flat = pa.array(np.ascontiguousarray(values, dtype=np.float32).ravel(), pa.float32())
+    return pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
+
+
+def _feature_values(column: pa.ChunkedArray) -> np.ndarray:
+    column = column.combine_chunks()
+    values = column.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return values.reshape(len(column), column.type.list_size)
+
+
+def write_feature_shard(path: str | os.PathLike, image_id, label, values: np.ndarray) -> None:
+    """Write one shard's features (rows of the dataset, no roles: a shard belongs to no split)."""
+    values = np.asarray(values)
+    if values.ndim != 2 or len(values) != len(image_id) or len(label) != len(image_id):
+        raise ValueError(f"a shard needs one feature row and label per image: {len(image_id)} ids, {len(label)} labels, values {values.shape}")
+    table = pa.table({"image_id": pa.array(np.asarray(image_id).astype(str), pa.string()), "label": pa.array(np.asarray(label, np.int64)), "feature": _feature_column(values)})
+    write_parquet(table, path)
+
+
+def write_descriptor_dataset(path: str | os.PathLike, index: pd.DataFrame, shard_paths) -> None:
+    """Gather feature shards into a descriptor dataset (the module docstring) for the rows of
+    ``index`` (columns image_id, label, train, database, query; in split order).
+
+    Only the shards' image ids are read; their files are hard-linked into the folder (copied
+    where links cannot be made), which is built beside ``path`` and renamed onto it."""
     path = Path(path)
+    positions = []
+    for part, shard in enumerate(map(Path, shard_paths)):
+        if not shard.is_file():
+            raise FileNotFoundError(f"missing feature shard: {shard}")
+        ids = pq.read_table(shard, columns=["image_id"]).column("image_id").to_numpy(zero_copy_only=False)
+        positions.append(pd.DataFrame({"image_id": ids.astype(str), "part": np.int32(part), "row": np.arange(len(ids), dtype=np.int64)}))
+    located = index[["image_id", "label", *ROLES]].astype({"image_id": str}).merge(pd.concat(positions), on="image_id", how="left", validate="one_to_one")
+    if located["part"].isna().any():
+        missing = located.loc[located["part"].isna(), "image_id"].head().tolist()
+        raise ValueError(f"no shard of {path} holds the features of {missing}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        for part, shard in enumerate(shard_paths):
+            try:
+                os.link(shard, tmp / f"part-{part:05d}.parquet")
+            except OSError:  # another file system, or no hard links there
+                shutil.copyfile(shard, tmp / f"part-{part:05d}.parquet")
+        write_parquet(located.astype({"part": np.int32, "row": np.int64}), tmp / "_index.parquet")
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        if path.is_dir():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _read_descriptor_dataset(path: Path) -> Descriptors:
+    index = read_parquet(path / "_index.parquet")
+    values = None
+    for part, rows in index.groupby("part", sort=True):
+        part_path = path / f"part-{int(part):05d}.parquet"
+        if not part_path.is_file():
+            raise FileNotFoundError(f"missing part of descriptor dataset {path}: {part_path.name}")
+        try:
+            features = _feature_values(pq.read_table(part_path, columns=["feature"]).column("feature"))
+        except (pa.ArrowException, OSError, KeyError) as err:
+            raise ValueError(f"cannot read {part_path}: {err}") from err
+        if values is None:
+            values = np.empty((len(index), features.shape[1]), np.float32)
+        values[rows.index.to_numpy()] = features[rows["row"].to_numpy()]
+    return Descriptors(
+        image_id=index["image_id"].to_numpy().astype(str),
+        label=index["label"].to_numpy(np.int64),
+        **{role: index[role].to_numpy(bool) for role in ROLES},
+        values=values if values is not None else np.empty((0, 0), np.float32),
+    )
+
+
+def read_descriptors(path: str | os.PathLike) -> Descriptors:
+    """Read a file written by :func:`write_descriptors`, or a descriptor dataset."""
+    path = Path(path)
+    if (path / "_index.parquet").is_file():
+        return _read_descriptor_dataset(path)
     if not path.is_file():
         raise FileNotFoundError(f"missing descriptor file: {path}")
     try:
@@ -189,9 +273,7 @@ def read_descriptors(path: str | os.PathLike) -> Descriptors:
         values = np.frombuffer(column.buffers()[1], dtype=np.uint8, count=len(column) * width).reshape(-1, width).copy()
     else:
         n_bits = None
-        column = table.column("feature").combine_chunks()
-        values = column.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-        values = values.reshape(len(column), column.type.list_size)
+        values = _feature_values(table.column("feature"))
     return Descriptors(
         image_id=table.column("image_id").to_numpy(zero_copy_only=False).astype(str),
         label=table.column("label").to_numpy(),

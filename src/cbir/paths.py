@@ -92,7 +92,13 @@ class Layout:
         return f"{self.run(dataset, seed)}/backbones/{backbone}/{name}"
 
     def features(self, dataset, seed, backbone, stage, layer) -> str:
+        """A descriptor file, or with sharded extraction a Parquet dataset (a folder) of that name."""
         return f"{self.run(dataset, seed)}/features/{backbone}/{stage}/{layer}.parquet"
+
+    def feature_shard(self, dataset, seed, backbone, stage, layer, shard) -> str:
+        """Features of one shard of the dataset's images (``shard``: its number, or a wildcard)."""
+        shard = f"{shard:05d}" if isinstance(shard, int) else shard
+        return f"{self.run(dataset, seed)}/features/{backbone}/{stage}/{layer}.shards/{shard}.parquet"
 
     def hashing(self, dataset, seed, backbone, method, bits, name) -> str:
         return f"{self.run(dataset, seed)}/hashing/{backbone}/{method}/{bits}/{name}"

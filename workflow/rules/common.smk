@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import re
 
 from cbir.config import GRAYSCALE_KINDS, METRIC_MODELS, PIXEL_ARRAY_KINDS, input_mode, pixels_are_cache
 from cbir.paths import DESCRIPTOR_PATTERN, SEARCHED_ALONE_PATTERN, Layout, descriptor_names, parse_descriptor
@@ -18,6 +19,16 @@ wildcard_constraints:
 
 def dataset_cfg(name):
     return config["datasets"][name]
+
+
+def dataset_pattern(names):
+    """A wildcard constraint matching exactly ``names`` (never matching when there are none)."""
+    return "|".join(map(re.escape, names)) or "(?!x)x"
+
+
+#: Datasets whose features are extracted in shards (gathered into a Parquet dataset) or whole.
+SHARDED = [name for name, cfg in config["datasets"].items() if cfg["shard_size"]]
+UNSHARDED = [name for name in config["datasets"] if name not in SHARDED]
 
 
 def protocol_of(dataset):
@@ -63,6 +74,52 @@ def extraction_params(wc):
         "input_size": cfg["input_size"],
         "finetune": {k: cfg["finetune"][k] for k in ("device", "workers")},
     }
+
+
+def dataset_manifest(dataset):
+    """The dataset's manifest, once its checkpoint job is done (shards are planned from it)."""
+    return str(getattr(checkpoints, f"dataset_{dataset}").get().output.manifest)
+
+
+def shard_bounds_of(dataset):
+    from cbir.features import shard_bounds
+    import pyarrow.parquet as pq
+
+    n_images = pq.ParquetFile(dataset_manifest(dataset)).metadata.num_rows
+    return shard_bounds(n_images, dataset_cfg(dataset)["shard_size"])
+
+
+def feature_shards(wc):
+    return [
+        paths.feature_shard(wc.dataset, wc.seed, wc.backbone, wc.stage, wc.layer, shard)
+        for shard in range(len(shard_bounds_of(wc.dataset)))
+    ]
+
+
+def shard_rows(wc):
+    return shard_bounds_of(wc.dataset)[int(wc.shard)]
+
+
+def shard_images(wc):
+    """A digest of the shard's images: ids, labels and, for image files, size and modification
+    time. A param instead of the manifest as an input, so that images added to the dataset rerun
+    only the shards whose images changed (the manifest itself is rewritten on every change)."""
+    from cbir.datasets import read_manifest
+
+    start, stop = shard_rows(wc)
+    digest = hashlib.sha256()
+    for row in read_manifest(dataset_manifest(wc.dataset)).iloc[start:stop].itertuples():
+        stat = "" if dataset_cfg(wc.dataset)["kind"] in PIXEL_ARRAY_KINDS else os.stat(row.path)
+        digest.update(f"{row.image_id}\0{row.label}\0{getattr(stat, 'st_size', '')}\0{getattr(stat, 'st_mtime_ns', '')}\n".encode())
+    return digest.hexdigest()
+
+
+def shard_inputs(wc):
+    """What a shard reads besides its own image files: for array datasets, their pixel array and,
+    at another size, its image cache; image folders' shards decode their files themselves."""
+    if dataset_cfg(wc.dataset)["kind"] not in PIXEL_ARRAY_KINDS:
+        return {"pixels": [], "cache": []}
+    return {"pixels": [paths.pixels(wc.dataset)], "cache": image_cache(wc)}
 
 
 def gpus(wc):

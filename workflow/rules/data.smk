@@ -7,7 +7,8 @@ for _name, _dataset in config["datasets"].items():
         _outputs["pixels"] = paths.pixels(_name)
     _folder = _dataset["kind"] not in PIXEL_ARRAY_KINDS and _dataset["root"] is not None
 
-    rule:
+    # A checkpoint: sharded feature extraction plans its shards from the manifest it writes.
+    checkpoint:
         name:
             f"dataset_{_name}"
         output:

@@ -67,6 +67,7 @@ rule extract_features:
     benchmark:
         paths.benchmark("{dataset}", "seed{seed}", "features", "{backbone}", "{stage}", "{layer}")
     wildcard_constraints:
+        dataset=dataset_pattern(UNSHARDED),
         stage="finetuned|pretrained",
         layer="penultimate|logits|fc6",
     # Started first: features unblock the most jobs (hashing, the siamese/triplet models).
@@ -82,3 +83,62 @@ rule extract_features:
         seed=lambda wc: int(wc.seed),
     script:
         "../scripts/extract_features.py"
+
+
+# Sharded extraction (datasets with `shard_size`): one job per shard of the dataset's images, then
+# a gather into a Parquet dataset that takes the place of the descriptor file.
+rule extract_feature_shard:
+    input:
+        pixels=lambda wc: shard_inputs(wc)["pixels"],
+        cache=lambda wc: shard_inputs(wc)["cache"],
+        weights=lambda wc: (
+            [paths.backbone(wc.dataset, wc.seed, wc.backbone, "model.pt")]
+            if wc.stage == "finetuned"
+            else weights_file(wc.backbone, wc.seed)
+        ),
+    output:
+        paths.feature_shard("{dataset}", "{seed}", "{backbone}", "{stage}", "{layer}", "{shard}"),
+    log:
+        paths.log("{dataset}", "seed{seed}", "features", "{backbone}", "{stage}", "{layer}", "shard{shard}"),
+    benchmark:
+        paths.benchmark("{dataset}", "seed{seed}", "features", "{backbone}", "{stage}", "{layer}", "shard{shard}")
+    wildcard_constraints:
+        dataset=dataset_pattern(SHARDED),
+        stage="finetuned|pretrained",
+        layer="penultimate|logits|fc6",
+        shard=r"\d+",
+    priority: 2
+    conda:
+        ENV
+    threads: backbone_threads
+    resources:
+        gpu=gpus,
+    params:
+        manifest=lambda wc: dataset_manifest(wc.dataset),
+        rows=shard_rows,
+        images=shard_images,
+        backbone=extraction_params,
+        kind=lambda wc: dataset_cfg(wc.dataset)["kind"],
+        seed=lambda wc: int(wc.seed),
+    script:
+        "../scripts/extract_feature_shard.py"
+
+
+rule gather_features:
+    input:
+        split=split_file,
+        shards=feature_shards,
+    output:
+        directory(paths.features("{dataset}", "{seed}", "{backbone}", "{stage}", "{layer}")),
+    log:
+        paths.log("{dataset}", "seed{seed}", "features", "{backbone}", "{stage}", "{layer}", "gather"),
+    benchmark:
+        paths.benchmark("{dataset}", "seed{seed}", "features", "{backbone}", "{stage}", "{layer}", "gather")
+    wildcard_constraints:
+        dataset=dataset_pattern(SHARDED),
+        stage="finetuned|pretrained",
+        layer="penultimate|logits|fc6",
+    conda:
+        ENV
+    script:
+        "../scripts/gather_features.py"

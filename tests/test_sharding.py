@@ -1,0 +1,143 @@
+"""Sharded feature extraction: one job per shard of a dataset's images, gathered into a Parquet
+dataset that every later stage reads like a descriptor file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+import yaml
+
+from cbir.features import shard_bounds
+from cbir.io import read_descriptors, write_descriptor_dataset, write_descriptors, write_feature_shard
+from conftest import REPO, save_image
+from workflow import jobs_run, snakemake
+
+
+def split_index(ids, seed=0):
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(ids))
+    return pd.DataFrame(
+        {"image_id": np.asarray(ids)[order], "label": order % 3, "train": order % 2 == 0, "database": order % 2 == 0, "query": order % 2 == 1}
+    )
+
+
+def test_shards_are_consecutive_runs_that_cover_every_image():
+    assert shard_bounds(12, 5) == [(0, 5), (5, 10), (10, 12)]
+    assert shard_bounds(10, 5) == [(0, 5), (5, 10)]
+    assert shard_bounds(3, 100) == [(0, 3)]
+
+
+def test_a_descriptor_dataset_reads_as_the_file_of_the_same_rows(tmp_path):
+    ids = [f"img{i:02d}" for i in range(11)]
+    features = np.random.default_rng(1).standard_normal((11, 4)).astype(np.float32)
+    shards = []
+    for k, (start, stop) in enumerate(shard_bounds(11, 4)):
+        shards.append(tmp_path / f"shard{k}.parquet")
+        write_feature_shard(shards[-1], ids[start:stop], np.zeros(stop - start), features[start:stop])
+    index = split_index(ids)[:9]  # a split needs not hold every image of the dataset
+    write_descriptor_dataset(tmp_path / "features.parquet", index, shards)
+    write_descriptors(tmp_path / "file.parquet", index, features[[ids.index(i) for i in index["image_id"]]])
+
+    gathered, whole = read_descriptors(tmp_path / "features.parquet"), read_descriptors(tmp_path / "file.parquet")
+    np.testing.assert_array_equal(gathered.values, whole.values)
+    for column in ("image_id", "label", "train", "database", "query"):
+        np.testing.assert_array_equal(getattr(gathered, column), getattr(whole, column))
+    # The folder is a Parquet dataset: pyarrow reads its parts as one table.
+    assert ds.dataset(tmp_path / "features.parquet", format="parquet").count_rows() == 11
+
+
+def test_an_image_no_shard_holds_is_named(tmp_path):
+    write_feature_shard(tmp_path / "s.parquet", ["a", "b"], [0, 1], np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"no shard .* holds the features of \['c'\]"):
+        write_descriptor_dataset(tmp_path / "f.parquet", split_index(["a", "b", "c"]), [tmp_path / "s.parquet"])
+    assert not (tmp_path / "f.parquet").exists()
+    with pytest.raises(FileNotFoundError, match="missing feature shard: .*gone.parquet"):
+        write_descriptor_dataset(tmp_path / "f.parquet", split_index(["a"]), [tmp_path / "gone.parquet"])
+
+
+def test_a_missing_part_is_named(tmp_path):
+    write_feature_shard(tmp_path / "s.parquet", ["a", "b"], [0, 1], np.ones((2, 3)))
+    write_descriptor_dataset(tmp_path / "f.parquet", split_index(["a", "b"]), [tmp_path / "s.parquet"])
+    (tmp_path / "f.parquet" / "part-00000.parquet").unlink()
+    with pytest.raises(FileNotFoundError, match="part-00000.parquet"):
+        read_descriptors(tmp_path / "f.parquet")
+
+
+# --------------------------------------------------------------------------------------------
+# The DAG: a tiny image folder in 3 shards against the same folder extracted whole
+# --------------------------------------------------------------------------------------------
+
+BASE = yaml.safe_load((REPO / "config.yaml").read_text())
+SHARD = "results/photos/seed0/features/smallcnn/{stage}/penultimate.shards/{shard:05d}.parquet"
+
+
+def folder_config(tmp_path, shard_size):
+    backbone = yaml.safe_load(yaml.safe_dump(BASE["backbones"]["smallcnn"]))
+    backbone["finetune"].update(epochs=1, batch_size=4)
+    config = {
+        "seeds": [0],
+        "report_dir": "results/report/photos",
+        "datasets": {"photos": {"kind": "imagefolder", "root": str(tmp_path / "photos"), "protocol": "p", "hashing": ["smallcnn"], "metric_learning": ["smallcnn"], "shard_size": shard_size}},
+        "protocols": {"p": {"kind": "per_class", "database_per_class": 4, "query_per_class": 2, "train_per_class": "database"}},
+        "backbones": {"smallcnn": backbone},
+        "hashing": {"methods": ["itq"], "bits": [8]},
+        "metric_learning": {"epochs": 1, "models": ["PT", "FT"]},
+    }
+    path = tmp_path / f"shards{shard_size}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def folder_runs(tmp_path_factory):
+    """The same 12 photos (2 classes), extracted in shards of 5 (3 shards) and whole."""
+    tmp_path = tmp_path_factory.mktemp("shards")
+    for k, name in enumerate(("cats", "dogs")):
+        for i in range(6):
+            save_image(tmp_path / "photos" / name / f"{i}.png", "RGB", seed=10 * k + i)
+    runs = {}
+    for shard_size in (5, None):
+        workdir = tmp_path / f"run{shard_size}"
+        workdir.mkdir()
+        result = snakemake(workdir, "--cores", "2", configfile=folder_config(tmp_path, shard_size))
+        runs[shard_size] = (workdir, jobs_run(result.stdout + result.stderr))
+    return tmp_path, runs
+
+
+def test_sharded_run_equals_the_whole_run(folder_runs):
+    _, runs = folder_runs
+    (sharded, ran), (whole, _) = runs[5], runs[None]
+    assert ran["extract_feature_shard"] == 2 * 3 and ran["gather_features"] == 2 and "extract_features" not in ran
+    run = "results/photos/seed0"
+    for stage in ("finetuned", "pretrained"):
+        a, b = (read_descriptors(w / run / f"features/smallcnn/{stage}/penultimate.parquet") for w in (sharded, whole))
+        assert (sharded / run / f"features/smallcnn/{stage}/penultimate.parquet").is_dir()
+        np.testing.assert_array_equal(a.image_id, b.image_id)
+        np.testing.assert_array_equal(a.query, b.query)
+        # Other batches (5, 5, 2 images instead of 12) may round the last bit differently.
+        np.testing.assert_allclose(a.values, b.values, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(*(read_descriptors(w / run / "hashing/smallcnn/itq/8/descriptors.parquet").values for w in (sharded, whole)))
+    summaries = sorted(p.relative_to(whole) for p in whole.glob(f"{run}/evaluation/**/summary.parquet"))
+    assert len(summaries) == 2 + 2  # features and ITQ; PT and FT
+    for path in summaries:
+        pd.testing.assert_frame_equal(pd.read_parquet(sharded / path), pd.read_parquet(whole / path), check_exact=False, rtol=1e-6)
+
+
+def test_added_images_rerun_only_their_shard(folder_runs):
+    """A photo named after the others lands in the last shard: of the features from fixed
+    weights only that shard is extracted again; the fine-tuned network trains again on the new
+    split, so its features are extracted again in every shard."""
+    tmp_path, runs = folder_runs
+    workdir = runs[5][0]
+    shards = {(stage, k): workdir / SHARD.format(stage=stage, shard=k) for stage in ("pretrained", "finetuned") for k in range(3)}
+    before = {key: path.stat().st_mtime_ns for key, path in shards.items()}
+    save_image(tmp_path / "photos" / "dogs" / "z.png", "RGB", seed=99)
+
+    result = snakemake(workdir, "--cores", "2", configfile=folder_config(tmp_path, 5))
+    ran = jobs_run(result.stdout + result.stderr)
+    rewritten = {key for key, path in shards.items() if path.stat().st_mtime_ns != before[key]}
+    assert rewritten == {("pretrained", 2), ("finetuned", 0), ("finetuned", 1), ("finetuned", 2)}
+    assert ran["extract_feature_shard"] == 4 and ran["gather_features"] == 2
+    assert pd.read_parquet(shards[("pretrained", 2)], columns=["image_id"])["image_id"].tolist() == ["dogs/4.png", "dogs/5.png", "dogs/z.png"]
