@@ -48,6 +48,45 @@ def test_a_descriptor_dataset_reads_as_the_file_of_the_same_rows(tmp_path):
     assert ds.dataset(tmp_path / "features.parquet", format="parquet").count_rows() == 11
 
 
+def dataset_and_file(tmp_path, n=30, dim=6):
+    ids = [f"img{i:02d}" for i in range(n)]
+    features = np.random.default_rng(2).standard_normal((n, dim)).astype(np.float32)
+    shards = []
+    for k, (start, stop) in enumerate(shard_bounds(n, 7)):
+        shards.append(tmp_path / f"shard{k}.parquet")
+        write_feature_shard(shards[-1], ids[start:stop], np.arange(start, stop) % 3, features[start:stop])
+    index = split_index(ids)
+    write_descriptor_dataset(tmp_path / "features.parquet", index, shards)
+    write_descriptors(tmp_path / "file.parquet", index, features[[ids.index(i) for i in index["image_id"]]])
+    return tmp_path / "features.parquet", tmp_path / "file.parquet"
+
+
+def test_chunks_and_selected_rows_cover_the_file_in_its_order(tmp_path):
+    from cbir.io import descriptor_chunks, read_descriptor_rows
+
+    for path in dataset_and_file(tmp_path):
+        whole = read_descriptors(path).values
+        seen = np.zeros(len(whole), int)
+        for positions, values in descriptor_chunks(path, chunk_rows=4):
+            seen[positions] += 1
+            np.testing.assert_array_equal(values, whole[positions])
+        assert (seen == 1).all()
+        rows = np.array([17, 3, 25, 4])
+        np.testing.assert_array_equal(read_descriptor_rows(path, rows), whole[rows])
+
+
+def test_hashing_a_dataset_gives_the_codes_of_the_file(tmp_path):
+    from cbir.hashing.stage import train_hash
+
+    codes = []
+    for name, path in zip(("dataset", "file"), dataset_and_file(tmp_path)):
+        out = tmp_path / name
+        train_hash(path, "itq", 4, params={}, seed=0, train_sample=12, model_path=out / "m.npz", codes_path=out / "codes.parquet", trace_path=out / "t.tsv")
+        codes.append(read_descriptors(out / "codes.parquet"))
+    np.testing.assert_array_equal(codes[0].values, codes[1].values)
+    np.testing.assert_array_equal(codes[0].image_id, codes[1].image_id)
+
+
 def test_an_image_no_shard_holds_is_named(tmp_path):
     write_feature_shard(tmp_path / "s.parquet", ["a", "b"], [0, 1], np.ones((2, 3)))
     with pytest.raises(ValueError, match=r"no shard .* holds the features of \['c'\]"):

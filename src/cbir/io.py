@@ -250,6 +250,52 @@ def _read_descriptor_dataset(path: Path) -> Descriptors:
     )
 
 
+def descriptor_chunks(path: str | os.PathLike, chunk_rows: int = 65536):
+    """Yield (positions, float32 features) of a features file or descriptor dataset, a chunk at a
+    time (a dataset: one part at a time), so that a pass over all rows holds one chunk in memory;
+    ``positions`` are the rows' places in the file's (split) order."""
+    path = Path(path)
+    if (path / "_index.parquet").is_file():
+        index = read_parquet(path / "_index.parquet", columns=["part", "row"])
+        for part, rows in index.groupby("part", sort=True):
+            table = pq.read_table(path / f"part-{int(part):05d}.parquet", columns=["feature"])
+            yield rows.index.to_numpy(), _feature_values(table.column("feature"))[rows["row"].to_numpy()]
+        return
+    if not path.is_file():
+        raise FileNotFoundError(f"missing descriptor file: {path}")
+    start = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=["feature"]):
+        values = _feature_values(pa.chunked_array([batch.column(0)]))
+        yield np.arange(start, start + len(values)), values
+        start += len(values)
+
+
+def read_descriptor_rows(path: str | os.PathLike, rows: np.ndarray) -> np.ndarray:
+    """The features of ``rows`` (positions in the file's order, in the order given), read chunk
+    by chunk: memory for those rows and one chunk, not for the whole file."""
+    rows = np.asarray(rows, dtype=np.int64)
+    order = np.argsort(rows, kind="stable")
+    wanted = rows[order]
+    out = None
+    for positions, values in descriptor_chunks(path):
+        at = np.minimum(np.searchsorted(wanted, positions), max(len(wanted) - 1, 0))
+        hit = wanted[at] == positions if len(wanted) else np.zeros(len(positions), bool)
+        if out is None:
+            out = np.empty((len(rows), values.shape[1]), np.float32)
+        out[order[at[hit]]] = values[hit]
+    return out if out is not None else np.empty((0, 0), np.float32)
+
+
+def read_descriptor_index(path: str | os.PathLike) -> pd.DataFrame:
+    """The per-image columns of a descriptor file or dataset (image_id, label, roles), without values."""
+    path = Path(path)
+    if (path / "_index.parquet").is_file():
+        return read_parquet(path / "_index.parquet", columns=["image_id", "label", *ROLES])
+    if not path.is_file():
+        raise FileNotFoundError(f"missing descriptor file: {path}")
+    return read_parquet(path, columns=["image_id", "label", *ROLES])
+
+
 def read_descriptors(path: str | os.PathLike) -> Descriptors:
     """Read a file written by :func:`write_descriptors`, or a descriptor dataset."""
     path = Path(path)

@@ -82,14 +82,17 @@ def dataset_manifest(dataset):
 
 
 def shard_bounds_of(dataset):
+    """The dataset's shards. The manifest is read directly: the gather's input function has
+    waited for the checkpoint (a shard job's params may not, on a cluster node)."""
     from cbir.features import shard_bounds
     import pyarrow.parquet as pq
 
-    n_images = pq.ParquetFile(dataset_manifest(dataset)).metadata.num_rows
+    n_images = pq.ParquetFile(paths.manifest(dataset)).metadata.num_rows
     return shard_bounds(n_images, dataset_cfg(dataset)["shard_size"])
 
 
 def feature_shards(wc):
+    dataset_manifest(wc.dataset)  # the shards are planned once the manifest is written
     return [
         paths.feature_shard(wc.dataset, wc.seed, wc.backbone, wc.stage, wc.layer, shard)
         for shard in range(len(shard_bounds_of(wc.dataset)))
@@ -108,7 +111,7 @@ def shard_images(wc):
 
     start, stop = shard_rows(wc)
     digest = hashlib.sha256()
-    for row in read_manifest(dataset_manifest(wc.dataset)).iloc[start:stop].itertuples():
+    for row in read_manifest(paths.manifest(wc.dataset)).iloc[start:stop].itertuples():
         stat = "" if dataset_cfg(wc.dataset)["kind"] in PIXEL_ARRAY_KINDS else os.stat(row.path)
         digest.update(f"{row.image_id}\0{row.label}\0{getattr(stat, 'st_size', '')}\0{getattr(stat, 'st_mtime_ns', '')}\n".encode())
     return digest.hexdigest()

@@ -114,7 +114,7 @@ rule extract_feature_shard:
     resources:
         gpu=gpus,
     params:
-        manifest=lambda wc: dataset_manifest(wc.dataset),
+        manifest=lambda wc: paths.manifest(wc.dataset),
         rows=shard_rows,
         images=shard_images,
         backbone=extraction_params,
