@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import check_random_state
 
-from cbir.hashing.base import LinearHasher, single_threaded_blas
+from cbir.hashing.base import LinearHasher, blas_threads, single_threaded_blas
 from cbir.hashing.baselines import ITQ
 from cbir.hashing.svm import exact_line_search, fit_squared_hinge_svm
 from cbir.hashing.validation import hamming_distances, tie_aware_precision_at_k
@@ -399,8 +399,9 @@ class _MACState:
 
     # codes ---------------------------------------------------------------------
     def z_step(self, mu, exact_max_bits) -> int:
+        workers = blas_threads()  # the relaxed step's independent searches go side by side instead
         with single_threaded_blas():  # (N, L) x (L, L) products: faster single-threaded
-            Z = zstep(self.q, self.G, self.H, self.Z, mu, h_err=self.recon(self.H), exact_max_bits=exact_max_bits)
+            Z = zstep(self.q, self.G, self.H, self.Z, mu, h_err=self.recon(self.H), exact_max_bits=exact_max_bits, workers=workers)
         changed = int((Z != self.Z).sum())
         self.Z = Z
         return changed

@@ -124,6 +124,13 @@ def single_threaded_blas():
     return _blas_controller().limit(limits=1)
 
 
+def blas_threads() -> int:
+    """The threads numpy's BLAS may use now (as limited by threadpoolctl, e.g. a job's
+    ``threads``), at least 1."""
+    info = [lib["num_threads"] for lib in _blas_controller().info() if lib.get("user_api") == "blas"]
+    return max(1, min(info) if info else 1)
+
+
 def seed_from(random_state) -> int:
     """An int seed drawn from a RandomState, for sub-estimators (e.g. sklearn's PCA)."""
     return int(random_state.randint(np.iinfo(np.int32).max))

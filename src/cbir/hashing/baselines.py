@@ -25,8 +25,16 @@ class LSH(LinearHasher):
         self.b_ = -(self.mean_ @ self.W_)
 
 
+def exact_pca(n_components: int, rng) -> PCA:
+    """sklearn's PCA by the eigendecomposition of the covariance: exact and, for many more rows
+    than features (the hashers' case), faster than its default randomized solver (1.6 s against
+    1.9 s on 10,000 x 2,048 on 2 cores). It draws a seed from ``rng`` as the randomized solver
+    did, so the draws after it (ITQ's rotation) are the same."""
+    return PCA(n_components=n_components, svd_solver="covariance_eigh", random_state=seed_from(rng))
+
+
 class PCAH(LinearHasher):
-    """PCA hashing: signs of the top ``n_bits`` principal components (sklearn PCA)."""
+    """PCA hashing: signs of the top ``n_bits`` principal components (:func:`exact_pca`)."""
 
     _needs_n_bits_le_features = True
 
@@ -36,7 +44,7 @@ class PCAH(LinearHasher):
 
     def _fit(self, X):
         rng = check_random_state(self.random_state)
-        pca = PCA(n_components=self.n_bits, random_state=seed_from(rng)).fit(X)
+        pca = exact_pca(self.n_bits, rng).fit(X)
         self.mean_, self.components_ = pca.mean_, pca.components_
         self.W_ = self.components_.T.copy()
         self.b_ = -(self.mean_ @ self.W_)
@@ -57,7 +65,7 @@ class ITQ(LinearHasher):
 
     def _fit(self, X):
         rng = check_random_state(self.random_state)
-        pca = PCA(n_components=self.n_bits, random_state=seed_from(rng)).fit(X)
+        pca = exact_pca(self.n_bits, rng).fit(X)
         R = itq_rotation(pca.transform(X).astype(np.float64), self.n_iter, rng)
         self.mean_, self.components_, self.rotation_ = pca.mean_, pca.components_, R
         self.W_ = (self.components_.T.astype(np.float64) @ R).astype(X.dtype)

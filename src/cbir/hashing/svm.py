@@ -21,9 +21,11 @@ which makes the diagonal preconditioner effective (the binary autoencoder does t
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
-from cbir.hashing.base import single_threaded_blas
+from cbir.hashing.base import blas_threads, single_threaded_blas
 
 _NEWTON_CAP = 1000  # LIBLINEAR's TRON: at most 1000 Newton iterations
 
@@ -81,10 +83,21 @@ class _Preconditioner:
         if self.block:
             k = self.block
             inv = np.empty((act.shape[1], k, k))
-            with single_threaded_blas():  # many small LAPACK calls: threads only add overhead
-                for j in range(act.shape[1]):
-                    Xk = X[act[:, j] > 0, :k].astype(np.float64)
-                    inv[j] = np.linalg.inv(np.eye(k) + 2 * C * (Xk.T @ Xk))
+
+            def invert(j):
+                Xk = X[act[:, j] > 0, :k].astype(np.float64)
+                inv[j] = np.linalg.inv(np.eye(k) + 2 * C * (Xk.T @ Xk))
+
+            # Many small products and LAPACK calls: one BLAS thread each, columns side by side on
+            # the threads the BLAS may use (each column computed alike, so results do not change).
+            workers = min(blas_threads(), act.shape[1])
+            with single_threaded_blas():
+                if workers > 1:
+                    with ThreadPoolExecutor(workers) as pool:
+                        list(pool.map(invert, range(act.shape[1])))
+                else:
+                    for j in range(act.shape[1]):
+                        invert(j)
             self.inv = inv
 
     def __call__(self, r):

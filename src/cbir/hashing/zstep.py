@@ -13,6 +13,7 @@ mu * Hamming(z, h_n) <= h_err[n], i.e. within radius floor(h_err[n] / mu) of h_n
 from __future__ import annotations
 
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from math import comb
 
@@ -169,13 +170,14 @@ def greedy_flips(Z0, q, G, H, mu, max_rounds: int | None = None) -> np.ndarray:
     return Z.astype(np.uint8)
 
 
-def zstep_relaxed(q, G, H, Z_prev, mu, h_err=None, max_iter: int = 100, tol: float = 1e-4) -> np.ndarray:
+def zstep_relaxed(q, G, H, Z_prev, mu, h_err=None, max_iter: int = 100, tol: float = 1e-4, workers: int = 1) -> np.ndarray:
     """Approximate Z step for large L.
 
     Solve the box relaxation (warm-started at Z_prev), round at 1/2, and greedily flip bits; also
     run the greedy flips from h_n and from Z_prev and keep the best of the three (ties prefer h_n,
     then Z_prev), so the result is never worse than h_n, Z_prev or the rounded relaxation. Points
-    whose search radius is 0 keep h_n, which is then optimal.
+    whose search radius is 0 keep h_n, which is then optimal. The three greedy searches run on up
+    to ``workers`` threads (each computed alike: the result does not depend on it).
     """
     q = np.asarray(q, dtype=np.float64)
     H = np.asarray(H, dtype=np.uint8)
@@ -187,19 +189,25 @@ def zstep_relaxed(q, G, H, Z_prev, mu, h_err=None, max_iter: int = 100, tol: flo
         return Z
     q_i, H_i, P_i = q[idx], H[idx], np.asarray(Z_prev, dtype=np.uint8)[idx]
     rounded = (box_qp(q_i, G, H_i, mu, P_i, max_iter=max_iter, tol=tol) > 0.5).astype(np.uint8)
-    candidates = [greedy_flips(start, q_i, G, H_i, mu) for start in (H_i, P_i, rounded)]
+    starts = (H_i, P_i, rounded)
+    if workers > 1:
+        with ThreadPoolExecutor(min(workers, len(starts))) as pool:
+            candidates = list(pool.map(lambda start: greedy_flips(start, q_i, G, H_i, mu), starts))
+    else:
+        candidates = [greedy_flips(start, q_i, G, H_i, mu) for start in starts]
     scores = np.stack([zstep_objective(c, q_i, G, H_i, mu) for c in candidates])
     best = np.argmin(scores, axis=0)  # first minimum: h_n, then Z_prev, then the relaxation
     Z[idx] = np.stack(candidates)[best, np.arange(len(idx))]
     return Z
 
 
-def zstep(q, G, H, Z_prev, mu, h_err=None, exact_max_bits: int = 16) -> np.ndarray:
-    """Exact Z step for L <= exact_max_bits, else the relaxed one; never worse than Z_prev."""
+def zstep(q, G, H, Z_prev, mu, h_err=None, exact_max_bits: int = 16, workers: int = 1) -> np.ndarray:
+    """Exact Z step for L <= exact_max_bits, else the relaxed one (on up to ``workers`` threads);
+    never worse than Z_prev."""
     if q.shape[1] <= exact_max_bits:
         Z = zstep_exact(q, G, H, mu, h_err)
     else:
-        Z = zstep_relaxed(q, G, H, Z_prev, mu, h_err)
+        Z = zstep_relaxed(q, G, H, Z_prev, mu, h_err, workers=workers)
     # guard against round-off: keep the previous code where it is at least as good
     worse = zstep_objective(Z, q, G, H, mu) > zstep_objective(Z_prev, q, G, H, mu)
     Z[worse] = np.asarray(Z_prev, dtype=np.uint8)[worse]
