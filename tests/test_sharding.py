@@ -119,9 +119,9 @@ def folder_config(tmp_path, shard_size):
         "seeds": [0],
         "report_dir": "results/report/photos",
         "datasets": {"photos": {"kind": "imagefolder", "root": str(tmp_path / "photos"), "protocol": "p", "hashing": ["smallcnn"], "metric_learning": ["smallcnn"], "shard_size": shard_size}},
-        "protocols": {"p": {"kind": "per_class", "database_per_class": 4, "query_per_class": 2, "train_per_class": "database"}},
+        "protocols": {"p": {"kind": "per_class", "database_per_class": 10, "query_per_class": 2, "train_per_class": "database"}},
         "backbones": {"smallcnn": backbone},
-        "hashing": {"methods": ["itq"], "bits": [8]},
+        "hashing": {"methods": ["itq"], "bits": [4]},
         "metric_learning": {"epochs": 1, "models": ["PT", "FT"]},
     }
     path = tmp_path / f"shards{shard_size}.yaml"
@@ -131,13 +131,15 @@ def folder_config(tmp_path, shard_size):
 
 @pytest.fixture(scope="module")
 def folder_runs(tmp_path_factory):
-    """The same 12 photos (2 classes), extracted in shards of 5 (3 shards) and whole."""
+    """The same 30 photos (2 classes), extracted in shards of 10 (3 shards) and whole. Enough
+    training images (20) for 4 well-determined principal directions: the features of the two
+    runs differ in their last bits, and a direction the data do not determine would follow them."""
     tmp_path = tmp_path_factory.mktemp("shards")
     for k, name in enumerate(("cats", "dogs")):
-        for i in range(6):
-            save_image(tmp_path / "photos" / name / f"{i}.png", "RGB", seed=10 * k + i)
+        for i in range(15):
+            save_image(tmp_path / "photos" / name / f"{i:02d}.png", "RGB", seed=100 * k + i)
     runs = {}
-    for shard_size in (5, None):
+    for shard_size in (10, None):
         workdir = tmp_path / f"run{shard_size}"
         workdir.mkdir()
         result = snakemake(workdir, "--cores", "2", configfile=folder_config(tmp_path, shard_size))
@@ -147,7 +149,7 @@ def folder_runs(tmp_path_factory):
 
 def test_sharded_run_equals_the_whole_run(folder_runs):
     _, runs = folder_runs
-    (sharded, ran), (whole, _) = runs[5], runs[None]
+    (sharded, ran), (whole, _) = runs[10], runs[None]
     assert ran["extract_feature_shard"] == 2 * 3 and ran["gather_features"] == 2 and "extract_features" not in ran
     run = "results/photos/seed0"
     for stage in ("finetuned", "pretrained"):
@@ -155,28 +157,29 @@ def test_sharded_run_equals_the_whole_run(folder_runs):
         assert (sharded / run / f"features/smallcnn/{stage}/penultimate.parquet").is_dir()
         np.testing.assert_array_equal(a.image_id, b.image_id)
         np.testing.assert_array_equal(a.query, b.query)
-        # Other batches (5, 5, 2 images instead of 12) may round the last bit differently.
+        # Other batches (10 images in each instead of all 30) may round the last bit differently.
         np.testing.assert_allclose(a.values, b.values, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(*(read_descriptors(w / run / "hashing/smallcnn/itq/8/descriptors.parquet").values for w in (sharded, whole)))
+    np.testing.assert_array_equal(*(read_descriptors(w / run / "hashing/smallcnn/itq/4/descriptors.parquet").values for w in (sharded, whole)))
     summaries = sorted(p.relative_to(whole) for p in whole.glob(f"{run}/evaluation/**/summary.parquet"))
     assert len(summaries) == 2 + 2  # features and ITQ; PT and FT
     for path in summaries:
         pd.testing.assert_frame_equal(pd.read_parquet(sharded / path), pd.read_parquet(whole / path), check_exact=False, rtol=1e-6)
 
 
-def test_added_images_rerun_only_their_shard(folder_runs):
-    """A photo named after the others lands in the last shard: of the features from fixed
-    weights only that shard is extracted again; the fine-tuned network trains again on the new
-    split, so its features are extracted again in every shard."""
+def test_added_images_add_a_shard_and_rerun_nothing_else_of_fixed_weights(folder_runs):
+    """Photos named after the others go to a new last shard (or the last one, while it has room):
+    of the features from fixed weights only that shard is extracted; the fine-tuned network
+    trains again on the new split, so its features are extracted again in every shard."""
     tmp_path, runs = folder_runs
-    workdir = runs[5][0]
+    workdir = runs[10][0]
     shards = {(stage, k): workdir / SHARD.format(stage=stage, shard=k) for stage in ("pretrained", "finetuned") for k in range(3)}
     before = {key: path.stat().st_mtime_ns for key, path in shards.items()}
     save_image(tmp_path / "photos" / "dogs" / "z.png", "RGB", seed=99)
 
-    result = snakemake(workdir, "--cores", "2", configfile=folder_config(tmp_path, 5))
+    result = snakemake(workdir, "--cores", "2", configfile=folder_config(tmp_path, 10))
     ran = jobs_run(result.stdout + result.stderr)
     rewritten = {key for key, path in shards.items() if path.stat().st_mtime_ns != before[key]}
-    assert rewritten == {("pretrained", 2), ("finetuned", 0), ("finetuned", 1), ("finetuned", 2)}
-    assert ran["extract_feature_shard"] == 4 and ran["gather_features"] == 2
-    assert pd.read_parquet(shards[("pretrained", 2)], columns=["image_id"])["image_id"].tolist() == ["dogs/4.png", "dogs/5.png", "dogs/z.png"]
+    assert rewritten == {("finetuned", 0), ("finetuned", 1), ("finetuned", 2)}
+    assert ran["extract_feature_shard"] == 1 + 4 and ran["gather_features"] == 2  # the new shard; every fine-tuned one
+    new_shard = workdir / SHARD.format(stage="pretrained", shard=3)
+    assert pd.read_parquet(new_shard, columns=["image_id"])["image_id"].tolist() == ["dogs/z.png"]
