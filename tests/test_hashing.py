@@ -93,6 +93,16 @@ def test_relaxed_zstep_not_worse_than_rounding_h_or_previous():
         assert F.sum() < zstep_objective(rounded, q, G, H, mu).sum()  # the flips do something
 
 
+def test_relaxed_zstep_gives_the_same_codes_on_any_number_of_threads():
+    rng = np.random.default_rng(6)
+    _, _, _, H, q, G, h_err = random_decoder_problem(rng, 301, 20, dim=30)
+    Z_prev = rng.integers(0, 2, H.shape).astype(np.uint8)
+    mu = h_err.mean() / 20
+    one = zstep_relaxed(q, G, H, Z_prev, mu, h_err, workers=1)
+    for workers in (2, 3):
+        np.testing.assert_array_equal(zstep_relaxed(q, G, H, Z_prev, mu, h_err, workers=workers), one)
+
+
 def test_box_qp_satisfies_kkt():
     rng = np.random.default_rng(4)
     _, _, _, H, q, G, _ = random_decoder_problem(rng, 50, 8)

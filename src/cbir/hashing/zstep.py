@@ -177,7 +177,7 @@ def zstep_relaxed(q, G, H, Z_prev, mu, h_err=None, max_iter: int = 100, tol: flo
     run the greedy flips from h_n and from Z_prev and keep the best of the three (ties prefer h_n,
     then Z_prev), so the result is never worse than h_n, Z_prev or the rounded relaxation. Points
     whose search radius is 0 keep h_n, which is then optimal. The three greedy searches run on up
-    to ``workers`` threads (each computed alike: the result does not depend on it).
+    to ``workers`` threads (each computed alike: the result does not depend on it, tested).
     """
     q = np.asarray(q, dtype=np.float64)
     H = np.asarray(H, dtype=np.uint8)
