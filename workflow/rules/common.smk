@@ -1,5 +1,6 @@
 """Config lookups and target lists shared by every stage; paths come from cbir.paths."""
 
+import functools
 import hashlib
 import os
 import re
@@ -107,14 +108,21 @@ def shard_images(wc):
     """A digest of the shard's images: ids, labels and, for image files, size and modification
     time. A param instead of the manifest as an input, so that images added to the dataset rerun
     only the shards whose images changed (the manifest itself is rewritten on every change)."""
-    from cbir.datasets import read_manifest
-
     start, stop = shard_rows(wc)
     digest = hashlib.sha256()
-    for row in read_manifest(paths.manifest(wc.dataset)).iloc[start:stop].itertuples():
+    path = paths.manifest(wc.dataset)
+    for row in manifest_table(path, os.stat(path).st_mtime_ns).iloc[start:stop].itertuples():
         stat = "" if dataset_cfg(wc.dataset)["kind"] in PIXEL_ARRAY_KINDS else os.stat(row.path)
         digest.update(f"{row.image_id}\0{row.label}\0{getattr(stat, 'st_size', '')}\0{getattr(stat, 'st_mtime_ns', '')}\n".encode())
     return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=4)
+def manifest_table(path, mtime_ns):
+    """A manifest, read once per version for all of its shards' params."""
+    from cbir.datasets import read_manifest
+
+    return read_manifest(path)
 
 
 def shard_inputs(wc):
