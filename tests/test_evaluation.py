@@ -167,3 +167,19 @@ def test_a_copied_tree_without_git_records_the_commit_it_names(monkeypatch):
     assert "0123456789 (copied tree, unchecked)" in prov.describe(record)
     monkeypatch.delenv(prov.COMMIT_VARIABLE)
     assert prov.provenance()["commit"] is None
+
+
+def test_the_query_chunk_size_changes_no_number(tmp_path):
+    """Queries are scored in chunks (fewer per chunk for a large database): any chunking gives
+    the same rankings, per-query metrics and curves, on both ground truths."""
+    features = descriptor_file(tmp_path / "f", binary=False)
+    codes = descriptor_file(tmp_path / "c", binary=True)
+    results = []
+    for chunk_size in (None, 5, 1):
+        out = outputs(tmp_path / f"chunk{chunk_size}")
+        evaluate(codes, out, k=20, n_timed=2, reference_path=features, chunk_size=chunk_size)
+        results.append({name: pd.read_parquet(out[name]) for name in ("ranking", "per_query", "pr")})
+    assert set(results[0]["per_query"]["ground_truth"]) == {"labels", "neighbours"}
+    for other in results[1:]:
+        for name in ("ranking", "per_query", "pr"):
+            pd.testing.assert_frame_equal(results[0][name], other[name])

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 GROUND_TRUTHS = ("labels", "neighbours")
 PRECISION_AT = (1, 5, 10, 20, 50, 100)
 PR_KS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+CHUNK_ENTRIES = 1 << 26  # (queries x database) entries per chunk of queries, at most
 
 
 def load(path) -> tuple[Descriptors, Descriptors, Descriptors]:
@@ -77,7 +78,7 @@ def evaluate(
     holidays: bool = False,
     approximate: bool = False,
     n_timed: int = 200,
-    chunk_size: int = 256,
+    chunk_size: int | None = None,
     provenance: dict | None = None,
 ) -> pd.DataFrame:
     """Rank, time and score the queries of a descriptor file; write ``outputs``.
@@ -98,6 +99,11 @@ def evaluate(
         relevance["neighbours"] = lambda rows: neighbour_relevance(q_space[rows], d_space, n_neighbours)
 
     parts, rankings, ranked, histograms = [], [], {gt: [] for gt in relevance}, {gt: [] for gt in relevance}
+    # Queries are scored a chunk at a time against the whole database: a few (chunk x database)
+    # matrices. By default a chunk holds 256 queries, fewer for a large database (64 at 1,000,000
+    # items), so those matrices stay near 2^26 entries; every metric is per query, so the chunk
+    # size does not change a number.
+    chunk_size = chunk_size or max(1, min(256, CHUNK_ENTRIES // len(database)))
     for start in range(0, len(queries), chunk_size):
         rows = np.arange(start, min(start + chunk_size, len(queries)))
         distances = index.pairwise(queries.values[rows])
