@@ -229,19 +229,12 @@ def write_descriptor_dataset(path: str | os.PathLike, index: pd.DataFrame, shard
 
 
 def _read_descriptor_dataset(path: Path) -> Descriptors:
-    index = read_parquet(path / "_index.parquet")
+    index = read_parquet(path / "_index.parquet", columns=["image_id", "label", *ROLES])
     values = None
-    for part, rows in index.groupby("part", sort=True):
-        part_path = path / f"part-{int(part):05d}.parquet"
-        if not part_path.is_file():
-            raise FileNotFoundError(f"missing part of descriptor dataset {path}: {part_path.name}")
-        try:
-            features = _feature_values(pq.read_table(part_path, columns=["feature"]).column("feature"))
-        except (pa.ArrowException, OSError, KeyError) as err:
-            raise ValueError(f"cannot read {part_path}: {err}") from err
+    for positions, features in descriptor_chunks(path):
         if values is None:
             values = np.empty((len(index), features.shape[1]), np.float32)
-        values[rows.index.to_numpy()] = features[rows["row"].to_numpy()]
+        values[positions] = features
     return Descriptors(
         image_id=index["image_id"].to_numpy().astype(str),
         label=index["label"].to_numpy(np.int64),
@@ -258,8 +251,14 @@ def descriptor_chunks(path: str | os.PathLike, chunk_rows: int = 65536):
     if (path / "_index.parquet").is_file():
         index = read_parquet(path / "_index.parquet", columns=["part", "row"])
         for part, rows in index.groupby("part", sort=True):
-            table = pq.read_table(path / f"part-{int(part):05d}.parquet", columns=["feature"])
-            yield rows.index.to_numpy(), _feature_values(table.column("feature"))[rows["row"].to_numpy()]
+            part_path = path / f"part-{int(part):05d}.parquet"
+            if not part_path.is_file():
+                raise FileNotFoundError(f"missing part of descriptor dataset {path}: {part_path.name}")
+            try:
+                features = _feature_values(pq.read_table(part_path, columns=["feature"]).column("feature"))
+            except (pa.ArrowException, OSError, KeyError) as err:
+                raise ValueError(f"cannot read {part_path}: {err}") from err
+            yield rows.index.to_numpy(), features[rows["row"].to_numpy()]
         return
     if not path.is_file():
         raise FileNotFoundError(f"missing descriptor file: {path}")

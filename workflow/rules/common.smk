@@ -77,9 +77,9 @@ def extraction_params(wc):
     }
 
 
-def dataset_manifest(dataset):
-    """The dataset's manifest, once its checkpoint job is done (shards are planned from it)."""
-    return str(getattr(checkpoints, f"dataset_{dataset}").get().output.manifest)
+def wait_for_manifest(dataset):
+    """Wait for the dataset's checkpoint job: its shards are planned from the manifest it writes."""
+    getattr(checkpoints, f"dataset_{dataset}").get()
 
 
 def shard_bounds_of(dataset):
@@ -93,7 +93,7 @@ def shard_bounds_of(dataset):
 
 
 def feature_shards(wc):
-    dataset_manifest(wc.dataset)  # the shards are planned once the manifest is written
+    wait_for_manifest(wc.dataset)
     return [
         paths.feature_shard(wc.dataset, wc.seed, wc.backbone, wc.stage, wc.layer, shard)
         for shard in range(len(shard_bounds_of(wc.dataset)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -129,6 +130,17 @@ def blas_threads() -> int:
     ``threads``), at least 1."""
     info = [lib["num_threads"] for lib in _blas_controller().info() if lib.get("user_api") == "blas"]
     return max(1, min(info) if info else 1)
+
+
+def threaded_map(function, items, workers: int) -> list:
+    """``[function(item) for item in items]``, on up to ``workers`` threads (numpy releases the
+    GIL in its array work); in order, and in this thread when one worker is all there is."""
+    items = list(items)
+    workers = min(workers, len(items))
+    if workers <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(function, items))
 
 
 def seed_from(random_state) -> int:

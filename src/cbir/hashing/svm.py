@@ -21,11 +21,9 @@ which makes the diagonal preconditioner effective (the binary autoencoder does t
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
-from cbir.hashing.base import blas_threads, single_threaded_blas
+from cbir.hashing.base import blas_threads, single_threaded_blas, threaded_map
 
 _NEWTON_CAP = 1000  # LIBLINEAR's TRON: at most 1000 Newton iterations
 
@@ -93,14 +91,9 @@ class _Preconditioner:
 
             # Many small products and LAPACK calls: one BLAS thread each, columns side by side on
             # the threads the BLAS may use (each column computed alike, so results do not change).
-            workers = min(blas_threads(), act.shape[1])
+            workers = blas_threads()
             with single_threaded_blas():
-                if workers > 1:
-                    with ThreadPoolExecutor(workers) as pool:
-                        list(pool.map(invert, range(act.shape[1])))
-                else:
-                    for j in range(act.shape[1]):
-                        invert(j)
+                threaded_map(invert, range(act.shape[1]), workers)
             self.inv = inv
 
     def __call__(self, r):

@@ -13,11 +13,12 @@ mu * Hamming(z, h_n) <= h_err[n], i.e. within radius floor(h_err[n] / mu) of h_n
 from __future__ import annotations
 
 import itertools
-from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from math import comb
 
 import numpy as np
+
+from cbir.hashing.base import threaded_map
 
 _CHUNK_ELEMENTS = 1 << 21  # entries of the (points x candidates) score block per chunk
 
@@ -189,12 +190,7 @@ def zstep_relaxed(q, G, H, Z_prev, mu, h_err=None, max_iter: int = 100, tol: flo
         return Z
     q_i, H_i, P_i = q[idx], H[idx], np.asarray(Z_prev, dtype=np.uint8)[idx]
     rounded = (box_qp(q_i, G, H_i, mu, P_i, max_iter=max_iter, tol=tol) > 0.5).astype(np.uint8)
-    starts = (H_i, P_i, rounded)
-    if workers > 1:
-        with ThreadPoolExecutor(min(workers, len(starts))) as pool:
-            candidates = list(pool.map(lambda start: greedy_flips(start, q_i, G, H_i, mu), starts))
-    else:
-        candidates = [greedy_flips(start, q_i, G, H_i, mu) for start in starts]
+    candidates = threaded_map(lambda start: greedy_flips(start, q_i, G, H_i, mu), (H_i, P_i, rounded), workers)
     scores = np.stack([zstep_objective(c, q_i, G, H_i, mu) for c in candidates])
     best = np.argmin(scores, axis=0)  # first minimum: h_n, then Z_prev, then the relaxation
     Z[idx] = np.stack(candidates)[best, np.arange(len(idx))]
