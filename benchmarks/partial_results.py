@@ -7,6 +7,12 @@ per dataset, method and length, as "mean (seed, seed, ...)" over the seeds that 
 Label rows: mAP@k (the first paper's); neighbour rows: tie-aware precision@K against the K
 Euclidean nearest database items. A finished run has its report (results.tsv, mean ± sd); this is
 for the one that stopped, and says which seeds each number rests on.
+
+``--tsv FILE`` also writes every metric of those summaries in results.tsv's layout, so that
+``cbir compare FILE resources/results/<name>`` holds them against a published run:
+
+    uv run python benchmarks/partial_results.py results --tsv partial.tsv
+    uv run cbir compare partial.tsv resources/results/mnist
 """
 
 from __future__ import annotations
@@ -17,23 +23,38 @@ from pathlib import Path
 
 import pandas as pd
 
+from cbir.io import write_table
+from cbir.paths import parse_descriptor
+from cbir.report import aggregate
+
 PATTERN = re.compile(r"(?P<dataset>[^/]+)/seed(?P<seed>\d+)/evaluation/hashing/(?P<backbone>[^/]+)/(?P<method>[^/]+)/(?P<bits>\d+)/summary\.parquet$")
 METRIC = {"labels": ("map", "{:.2f}"), "neighbours": ("tie_aware_p@K", "{:.1f}")}
 
 
-def collect(results: Path) -> pd.DataFrame:
+def summaries(results: Path) -> pd.DataFrame:
+    """One row per (dataset, seed, hashing descriptor, ground truth), with every metric, as the
+    report's ``collect`` has them (without the search times, which a summary does not hold)."""
     rows = []
     for path in sorted(results.glob("*/seed*/evaluation/hashing/*/*/*/summary.parquet")):
         match = PATTERN.search(path.relative_to(results).as_posix())
         if match is None:
             continue
-        for _, row in pd.read_parquet(path).iterrows():
-            column, _ = METRIC[row["ground_truth"]]
-            rows.append({**match.groupdict(), "truth": row["ground_truth"], "value": 100 * row[column]})
-    frame = pd.DataFrame(rows)
-    if frame.empty:
+        fields = match.groupdict()
+        descriptor = parse_descriptor(f"hashing/{fields['backbone']}/{fields['method']}/{fields['bits']}")
+        # The dataset's key stands in for its kind, which a summary does not record (compare ignores kind).
+        for summary in pd.read_parquet(path).to_dict("records"):
+            rows.append({"dataset": fields["dataset"], "kind": fields["dataset"], "seed": int(fields["seed"]), **descriptor, **summary})
+    if not rows:
         raise SystemExit(f"no hashing evaluation summaries under {results}")
-    return frame.astype({"seed": int, "bits": int})
+    frame = pd.DataFrame(rows)
+    frame["bits"] = frame["bits"].astype("Int64")
+    return frame
+
+
+def collect(frame: pd.DataFrame) -> pd.DataFrame:
+    """The headline number of each summary row, in percent."""
+    values = [100 * row[METRIC[row["ground_truth"]][0]] for _, row in frame.iterrows()]
+    return frame[["dataset", "seed", "method", "bits"]].assign(truth=frame["ground_truth"].to_numpy(), value=values).astype({"bits": int})
 
 
 def table(frame: pd.DataFrame, methods: list[str] | None) -> str:
@@ -56,8 +77,12 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", type=Path, help="a results folder (results_dir of the config)")
     parser.add_argument("--methods", nargs="+", help="only these methods")
+    parser.add_argument("--tsv", type=Path, help="also write every metric in results.tsv's layout (for cbir compare)")
     args = parser.parse_args(argv)
-    print(table(collect(args.results), args.methods))
+    frame = summaries(args.results)
+    print(table(collect(frame), args.methods))
+    if args.tsv:
+        write_table(aggregate(frame), args.tsv, [f"partial run: hashing evaluation summaries under {args.results.resolve()}"])
 
 
 if __name__ == "__main__":
