@@ -423,8 +423,8 @@ def write_report(entries, histories, traces, showcases, models: list[str], n_nei
                 texts.append(f"Ground truth: {GROUND_TRUTH_NAMES[ground_truth]} — {name} (%), mean ± sd ({repeats}):\n\n{markdown(table)}")
         write_table(pd.concat(parts, ignore_index=True), out["table2"], comments)
         note = (
-            f"Class labels: the first paper's protocol (mAP@{k}); Euclidean neighbours: a query's {n_neighbours} nearest database items in the "
-            "hashed feature space, the binary autoencoder paper's protocol. Rows marked quoted are copied from the first paper's Table II "
+            f"Class labels: the first paper's protocol (mAP@{k}); Euclidean neighbours: a query's {n_neighbours} nearest database items by "
+            "Euclidean distance in the float feature space the hashers were trained on, the binary autoencoder paper's protocol. Rows marked quoted are copied from the first paper's Table II "
             "(other features; CNNH/CNNH+ under another protocol), for orientation only."
         )
         write_text(f"### Table II: hashing methods\n\n" + "\n\n".join(texts) + f"\n\n{note}\n\nProvenance: {describe(record)}.\n", out["table2_md"])

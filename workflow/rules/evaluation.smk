@@ -2,7 +2,7 @@
 
 A job searches the queries once: it writes their top-k ranking, the search time per query, and
 every metric under both ground truths (class labels, and for hash codes the K Euclidean nearest
-neighbours in the hashed feature space). One job per (dataset, seed, descriptor) for hash codes
+neighbours in the float feature space the hashers were trained on). One job per (dataset, seed, descriptor) for hash codes
 and features, so that a changed hasher reruns only its own evaluation; the eight siamese/triplet
 models are trained by one job, so one job evaluates them together (each evaluation takes
 a fraction of a second, less than starting a process).
