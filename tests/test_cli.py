@@ -172,3 +172,21 @@ def test_each_seed_has_its_own_index(default_run, tmp_path, monkeypatch):
         hits[seed] = pd.read_csv(out)["distance"].tolist()
     assert hits[0] != hits[1]
     assert search(default_run, monkeypatch, query, "--seed", "9") == 2
+
+
+
+@pytest.mark.parametrize("order", ["before", "after", "directory before, config after"])
+def test_common_options_go_before_or_after_the_command(tmp_path, order):
+    config = tmp_path / "elsewhere.yaml"
+    config.write_text((REPO / "config.yaml").read_text().replace("report_dir: results/report/default", "report_dir: results/report/elsewhere"))
+    report = tmp_path / "results/report/elsewhere"
+    report.mkdir(parents=True)
+    for name in ("results.tsv", "provenance.json"):
+        (report / name).write_bytes((REPO / "resources/results/default" / name).read_bytes())
+    options = {"-d": str(tmp_path), "--configfile": str(config)}
+    before = {"before": options, "after": {}, "directory before, config after": {"-d": str(tmp_path)}}[order]
+    after = {k: v for k, v in options.items() if k not in before}
+    argv = [*sum(before.items(), ()), "publish", *sum(after.items(), ()), "--to", str(tmp_path / "published")]
+    assert main(argv) == 0
+    # The named config's report was published under its name, from the named directory.
+    assert (tmp_path / "published/elsewhere/results.tsv").read_bytes() == (report / "results.tsv").read_bytes()

@@ -15,6 +15,7 @@ where you call it from.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -156,14 +157,24 @@ def _compare(args) -> int:
     return 1 if table["outside"].any() else 0
 
 
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--configfile", type=Path, help="the config the pipeline ran with (default: config.yaml of --directory)")
+    parser.add_argument("--directory", "-d", type=Path, help="the workflow's working directory (default: .)")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log progress to stderr")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cbir", description="Search what the cbir pipeline indexed; check numbers against the published ones.")
-    parser.add_argument("--configfile", type=Path, help="the config the pipeline ran with (default: config.yaml of --directory)")
-    parser.add_argument("--directory", "-d", type=Path, default=Path("."), help="the workflow's working directory (default: .)")
-    parser.add_argument("--verbose", "-v", action="store_true", help="log progress to stderr")
+    _common_options(parser)
+    parser.set_defaults(directory=Path("."))
+    # The same options after the command (`cbir publish --configfile X`); SUPPRESS keeps the value
+    # given before the command, or its default, where they are not repeated.
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    _common_options(common)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("models", help="list the indexes the config defines and whether they are built")
-    search = commands.add_parser("search", help="find the database images nearest to query images")
+    add_command = functools.partial(commands.add_parser, parents=[common])
+    add_command("models", help="list the indexes the config defines and whether they are built")
+    search = add_command("search", help="find the database images nearest to query images")
     search.add_argument("images", nargs="+", type=Path, help="image files or folders of images")
     search.add_argument("--dataset", help="the indexed dataset (default: the config's only one)")
     search.add_argument("--model", help="hashing/<backbone>/<method>/<bits>, metric/<backbone>/<model> or features/...; see `cbir models` (default: BA at the longest code)")
@@ -172,14 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     search.add_argument("--output", "-o", type=Path, help="write the results to a .csv or .parquet file instead of printing them")
     search.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     search.add_argument("--sheet", type=Path, help="also draw a contact sheet PNG: each query and its results")
-    compare = commands.add_parser("compare", help="hold a run's results.tsv against the published numbers")
+    compare = add_command("compare", help="hold a run's results.tsv against the published numbers")
     compare.add_argument("theirs", type=Path, help="your run's results.tsv (or the report folder holding it)")
     compare.add_argument("ours", type=Path, nargs="?", help="published results (default: resources/results/<name of --configfile>)")
     compare.add_argument("--all", action="store_true", help="judge every metric, not only the tables' headline numbers")
-    publish = commands.add_parser("publish", help="copy the config's finished results.tsv and provenance into resources/results/<name>")
+    publish = add_command("publish", help="copy the config's finished results.tsv and provenance into resources/results/<name>")
     publish.add_argument("--name", help="default: `default` for config.yaml, else the config file's stem")
     publish.add_argument("--to", type=Path, help="default: resources/results")
-    readme = commands.add_parser("readme", help="render the README's result tables from resources/results")
+    readme = add_command("readme", help="render the README's result tables from resources/results")
     readme.add_argument("--check", action="store_true", help="only check that README.md matches (exit 1 if not)")
     readme.add_argument("--readme", type=Path, help="default: README.md")
     readme.add_argument("--published", type=Path, help="default: resources/results")
