@@ -27,7 +27,8 @@ from cbir.io import write_table
 from cbir.paths import parse_descriptor
 from cbir.report import aggregate
 
-PATTERN = re.compile(r"(?P<dataset>[^/]+)/seed(?P<seed>\d+)/evaluation/hashing/(?P<backbone>[^/]+)/(?P<method>[^/]+)/(?P<bits>\d+)/summary\.parquet$")
+# The inverse of Layout.evaluation for hashing descriptors: <dataset>/seed<s>/evaluation/<descriptor>/summary.parquet
+PATTERN = re.compile(r"(?P<dataset>[^/]+)/seed(?P<seed>\d+)/evaluation/(?P<descriptor>hashing/[^/]+/[^/]+/\d+)/summary\.parquet$")
 METRIC = {"labels": ("map", "{:.2f}"), "neighbours": ("tie_aware_p@K", "{:.1f}")}
 
 
@@ -39,11 +40,10 @@ def summaries(results: Path) -> pd.DataFrame:
         match = PATTERN.search(path.relative_to(results).as_posix())
         if match is None:
             continue
-        fields = match.groupdict()
-        descriptor = parse_descriptor(f"hashing/{fields['backbone']}/{fields['method']}/{fields['bits']}")
+        dataset, seed, descriptor = match["dataset"], int(match["seed"]), parse_descriptor(match["descriptor"])
         # The dataset's key stands in for its kind, which a summary does not record (compare ignores kind).
         for summary in pd.read_parquet(path).to_dict("records"):
-            rows.append({"dataset": fields["dataset"], "kind": fields["dataset"], "seed": int(fields["seed"]), **descriptor, **summary})
+            rows.append({"dataset": dataset, "kind": dataset, "seed": seed, **descriptor, **summary})
     if not rows:
         raise SystemExit(f"no hashing evaluation summaries under {results}")
     frame = pd.DataFrame(rows)
@@ -51,7 +51,7 @@ def summaries(results: Path) -> pd.DataFrame:
     return frame
 
 
-def collect(frame: pd.DataFrame) -> pd.DataFrame:
+def headline_values(frame: pd.DataFrame) -> pd.DataFrame:
     """The headline number of each summary row, in percent."""
     values = [100 * row[METRIC[row["ground_truth"]][0]] for _, row in frame.iterrows()]
     return frame[["dataset", "seed", "method", "bits"]].assign(truth=frame["ground_truth"].to_numpy(), value=values).astype({"bits": int})
@@ -80,7 +80,7 @@ def main(argv=None) -> None:
     parser.add_argument("--tsv", type=Path, help="also write every metric in results.tsv's layout (for cbir compare)")
     args = parser.parse_args(argv)
     frame = summaries(args.results)
-    print(table(collect(frame), args.methods))
+    print(table(headline_values(frame), args.methods))
     if args.tsv:
         write_table(aggregate(frame), args.tsv, [f"partial run: hashing evaluation summaries under {args.results.resolve()}"])
 

@@ -174,7 +174,6 @@ def test_each_seed_has_its_own_index(default_run, tmp_path, monkeypatch):
     assert search(default_run, monkeypatch, query, "--seed", "9") == 2
 
 
-
 @pytest.mark.parametrize("order", ["before", "after", "directory before, config after"])
 def test_common_options_go_before_or_after_the_command(tmp_path, order):
     config = tmp_path / "elsewhere.yaml"
