@@ -47,12 +47,19 @@ def image_set(images: pd.DataFrame, mode: str, size: int, image_cache=None, mani
     return ImageTensors(images.reset_index(drop=True), mode, size, image_cache)
 
 
+def validation_mask(n_train: int, fraction: float, seed: int) -> np.ndarray:
+    """Which of a split's ``n_train`` training images (in split order) training holds out for
+    validation: a seeded ``fraction`` of them."""
+    is_val = np.zeros(n_train, dtype=bool)
+    is_val[np.random.default_rng(seed).permutation(n_train)[: int(round(fraction * n_train))]] = True
+    return is_val
+
+
 def training_sets(images: pd.DataFrame, options: dict, seed: int, mode: str, size: int, image_cache=None, manifest_path=None) -> tuple[ImageTensors, ImageTensors | None]:
     """The split's training images, less a seeded ``validation_fraction`` held out for per-epoch
     validation (None when nothing is held out)."""
     train = images[images["train"]].reset_index(drop=True)
-    is_val = np.zeros(len(train), dtype=bool)
-    is_val[np.random.default_rng(seed).permutation(len(train))[: int(round(options["validation_fraction"] * len(train)))]] = True
+    is_val = validation_mask(len(train), options["validation_fraction"], seed)
     val_set = image_set(train[is_val], mode, size, image_cache, manifest_path) if is_val.any() else None
     return image_set(train[~is_val], mode, size, image_cache, manifest_path), val_set
 

@@ -1,0 +1,92 @@
+"""Validation mAP@k of a run's hash codes, to choose a recipe without looking at the test queries.
+
+The queries are the training images that training held out (the fine-tuning's seeded
+``validation_fraction``; for SSDH the same images, held out of its training too), each ranked
+against the run's database without itself (a protocol whose database is the training set has
+its held-out images in the database); labels are the ground truth. Several thousand queries
+instead of the test protocol's 1,000 make differences between recipes visible that the test
+numbers' seed-to-seed spread hides.
+
+    uv run python benchmarks/validation_map.py --configfile config/mnist.yaml
+    uv run python benchmarks/validation_map.py --configfile config/mnist.yaml --methods ssdh itq --results results
+
+Prints one row per (dataset, method, bits, seed) and their mean ± sd over seeds. ``failed``
+counts queries whose AP is below 0.5 (mostly queries coded as another class). Descriptor files
+not (yet) written are listed as missing and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+import pandas as pd
+
+from cbir.config import load_config
+from cbir.features import validation_mask
+from cbir.io import read_descriptors
+from cbir.metrics import evaluate_distances
+from cbir.paths import Layout
+from cbir.search import pairwise_hamming
+
+
+def held_out_fraction(config: dict, backbone: str, method: str) -> float:
+    """The validation fraction the codes' network was trained with (SSDH may change it)."""
+    recipe = dict(config["backbones"][backbone]["finetune"])
+    if method == "ssdh":
+        recipe.update(config["hashing"]["ssdh"]["finetune"])
+    return recipe["validation_fraction"]
+
+
+def validation_map(codes_path, fraction: float, seed: int, k: int) -> dict:
+    """Validation mAP@k (%) of one descriptor file of binary codes."""
+    codes = read_descriptors(codes_path)
+    if not codes.is_binary:
+        raise ValueError(f"{codes_path} holds features, not binary codes")
+    train_rows = np.flatnonzero(codes.train)
+    queries = train_rows[validation_mask(len(train_rows), fraction, seed)]
+    if not len(queries):
+        raise ValueError(f"{codes_path}: no held-out training images (validation_fraction {fraction})")
+    database = np.flatnonzero(codes.database)
+    distances = pairwise_hamming(codes.values[queries], codes.values[database], codes.n_bits)
+    relevant = codes.label[queries][:, None] == codes.label[database][None, :]
+    # A held-out image that is also a database image must not find itself: it goes last, irrelevant.
+    is_self = queries[:, None] == database[None, :]
+    distances[is_self], relevant[is_self] = codes.n_bits + 1, False
+    ap = evaluate_distances(distances, relevant, k=k)["ap"]
+    return {"queries": len(queries), "val_map": 100 * ap.mean(), "failed": int((ap < 0.5).sum())}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configfile", required=True)
+    parser.add_argument("--results", help="the run's results folder (default: the config's results_dir)")
+    parser.add_argument("--methods", nargs="+", help="hashing methods (default: the config's)")
+    args = parser.parse_args(argv)
+
+    config = load_config(args.configfile)
+    layout = Layout(args.results or config["results_dir"], config["report_dir"])
+    k = config["evaluation"]["topk"]
+    rows = []
+    for dataset, cfg in config["datasets"].items():
+        for backbone in cfg["hashing"]:
+            for method in args.methods or config["hashing"]["methods"]:
+                fraction = held_out_fraction(config, backbone, method)
+                for bits in config["hashing"]["bits"]:
+                    for seed in config["seeds"]:
+                        path = layout.hashing(dataset, seed, backbone, method, bits, "descriptors.parquet")
+                        if not os.path.exists(path):  # a run in progress, or a subset of it
+                            print(f"missing: {path}", flush=True)
+                            continue
+                        row = validation_map(path, fraction, seed, k)
+                        rows.append({"dataset": dataset, "backbone": backbone, "method": method, "bits": bits, "seed": seed, **row})
+                        print(pd.DataFrame([rows[-1]]).to_string(index=False, header=len(rows) == 1, float_format="{:.2f}".format), flush=True)
+    table = pd.DataFrame(rows).groupby(["dataset", "backbone", "method", "bits"], sort=False)
+    summary = table["val_map"].agg(["mean", "std"]).join(table["failed"].mean().rename("failed (mean)"))
+    print(f"\nvalidation mAP@{k} (%), mean ± sd over seeds {config['seeds']}")
+    print(summary.to_string(float_format="{:.2f}".format))
+
+
+if __name__ == "__main__":
+    main()
