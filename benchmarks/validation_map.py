@@ -69,6 +69,8 @@ def main(argv=None) -> None:
     layout = Layout(args.results or config["results_dir"], config["report_dir"])
     k = config["evaluation"]["topk"]
     rows = []
+    line = "{dataset:<16} {backbone:<12} {method:<8} {bits:>4} {seed:>4} {queries:>7} {val_map:>7} {failed:>6}"
+    print(line.format(dataset="dataset", backbone="backbone", method="method", bits="bits", seed="seed", queries="queries", val_map="val mAP", failed="failed"))
     for dataset, cfg in config["datasets"].items():
         for backbone in cfg["hashing"]:
             for method in args.methods or config["hashing"]["methods"]:
@@ -79,9 +81,11 @@ def main(argv=None) -> None:
                         if not os.path.exists(path):  # a run in progress, or a subset of it
                             print(f"missing: {path}", flush=True)
                             continue
-                        row = validation_map(path, fraction, seed, k)
-                        rows.append({"dataset": dataset, "backbone": backbone, "method": method, "bits": bits, "seed": seed, **row})
-                        print(pd.DataFrame([rows[-1]]).to_string(index=False, header=len(rows) == 1, float_format="{:.2f}".format), flush=True)
+                        row = {"dataset": dataset, "backbone": backbone, "method": method, "bits": bits, "seed": seed, **validation_map(path, fraction, seed, k)}
+                        rows.append(row)
+                        print(line.format(**{**row, "val_map": f"{row['val_map']:.2f}"}), flush=True)
+    if not rows:
+        raise SystemExit(f"no hash codes found under {layout.results}")
     table = pd.DataFrame(rows).groupby(["dataset", "backbone", "method", "bits"], sort=False)
     summary = table["val_map"].agg(["mean", "std"]).join(table["failed"].mean().rename("failed (mean)"))
     print(f"\nvalidation mAP@{k} (%), mean ± sd over seeds {config['seeds']}")

@@ -49,3 +49,13 @@ def test_features_are_refused(tmp_path):
     write_descriptors(tmp_path / "features.parquet", index, np.ones((2, 3)))
     with pytest.raises(ValueError, match="features, not binary codes"):
         validation_map.validation_map(tmp_path / "features.parquet", fraction=0.5, seed=0, k=2)
+
+
+def test_a_row_per_code_file_of_the_default_run(default_run, capsys):
+    # The default protocol's database is its training set: every held-out image is a database image.
+    validation_map.main(["--configfile", str(REPO / "config.yaml"), "--results", str(default_run / "results"), "--methods", "ssdh", "itq"])
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines[1 : lines.index("")]]
+    assert [(r[2], int(r[3]), int(r[4])) for r in rows] == [(m, b, s) for m in ("ssdh", "itq") for b in (12, 24, 32, 48) for s in (0, 1)]
+    assert all(0 < float(r[6]) <= 100 for r in rows)
+    assert "validation mAP@1000 (%), mean ± sd over seeds [0, 1]" in lines
