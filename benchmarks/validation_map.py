@@ -29,13 +29,13 @@ from cbir.io import read_descriptors
 from cbir.metrics import evaluate_distances
 from cbir.paths import Layout
 from cbir.search import pairwise_hamming
+from cbir.ssdh import training_recipe
 
 
 def held_out_fraction(config: dict, backbone: str, method: str) -> float:
     """The validation fraction the codes' network was trained with (SSDH may change it)."""
-    recipe = dict(config["backbones"][backbone]["finetune"])
-    if method == "ssdh":
-        recipe.update(config["hashing"]["ssdh"]["finetune"])
+    backbone_cfg = config["backbones"][backbone]
+    recipe = training_recipe(backbone_cfg, config["hashing"]["ssdh"]) if method == "ssdh" else backbone_cfg["finetune"]
     return recipe["validation_fraction"]
 
 

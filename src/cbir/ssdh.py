@@ -109,6 +109,11 @@ def binary_codes(activations: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
+def training_recipe(backbone_cfg: dict, ssdh_cfg: dict) -> dict:
+    """The end-to-end training's recipe: the backbone's ``finetune``, updated by ``ssdh.finetune``."""
+    return {**backbone_cfg["finetune"], **ssdh_cfg.get("finetune", {})}
+
+
 def train_ssdh(
     manifest_path,
     split_path,
@@ -134,7 +139,7 @@ def train_ssdh(
     from cbir.training import fingerprint, finetune, resolve_device, run_layers, save_checkpoint, seed_everything
 
     images = split_images(manifest_path, split_path)
-    options = {**backbone_cfg["finetune"], **ssdh_cfg.get("finetune", {}), "head_only": False}
+    options = {**training_recipe(backbone_cfg, ssdh_cfg), "head_only": False}
     n_classes = int(images["label"].max()) + 1
     seed_everything(seed)
     backbone, mode = load_backbone(backbone_cfg, dataset_kind, weights_path)
