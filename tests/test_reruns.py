@@ -22,12 +22,13 @@ N_HASHING = len(BASE["hashing"]["methods"]) * len(BASE["hashing"]["bits"])
 HASH_RULE = {"ssdh": "train_ssdh", "ssdh_head": "train_ssdh_head"}
 
 
-def hashing_jobs(per_method: int) -> dict[str, int]:
-    """The training jobs planned when every hashing method reruns ``per_method`` times."""
+def hashing_jobs(seeds: int, lengths: int) -> dict[str, int]:
+    """The training jobs planned when every hashing method is trained again for ``seeds`` repeats
+    and ``lengths`` code lengths: one job per length, but one for all of SSDH's (trained together)."""
     jobs: dict[str, int] = {}
     for method in BASE["hashing"]["methods"]:
         rule = HASH_RULE.get(method, "train_hash")
-        jobs[rule] = jobs.get(rule, 0) + per_method
+        jobs[rule] = jobs.get(rule, 0) + seeds * (1 if method == "ssdh" else lengths)
     return jobs
 
 
@@ -47,7 +48,7 @@ def test_nothing_changed_nothing_planned(default_run, tmp_path):
 def test_new_bit_length_reruns_hashing_evaluation_and_report(default_run, tmp_path):
     jobs = planned(default_run, tmp_path, lambda c: c["hashing"]["bits"].append(16))
     runs = len(BASE["hashing"]["methods"]) * len(SEEDS)
-    assert jobs == {**hashing_jobs(len(SEEDS)), "evaluate": runs, "report": 1, "all": 1}
+    assert jobs == {**hashing_jobs(len(SEEDS), 1), "evaluate": runs, "report": 1, "all": 1}
 
 
 def test_hashing_option_reruns_only_that_method(default_run, tmp_path):
@@ -61,14 +62,14 @@ def test_backbone_change_reruns_its_training_and_what_follows_only(default_run, 
     n = len(SEEDS)
     # The fine-tuned features and everything built on them; the pretrained features, and the
     # siamese/triplet models trained on those, are untouched.
-    assert jobs == {"finetune": n, "extract_features": n, **hashing_jobs(len(BASE["hashing"]["bits"]) * n), "evaluate": (N_HASHING + 1) * n, "report": 1, "all": 1}
+    assert jobs == {"finetune": n, "extract_features": n, **hashing_jobs(n, len(BASE["hashing"]["bits"])), "evaluate": (N_HASHING + 1) * n, "report": 1, "all": 1}
 
 
 def test_another_seed_runs_only_that_repeat(default_run, tmp_path):
     jobs = planned(default_run, tmp_path, lambda c: c.update(seeds=[*SEEDS, 7]))
     assert jobs == {
         "sample_split": 1, "finetune": 1, "extract_features": 2, "train_metric_models": 1,
-        **hashing_jobs(len(BASE["hashing"]["bits"])), "evaluate": N_HASHING + 1, "evaluate_metric_models": 1, "report": 1, "all": 1,
+        **hashing_jobs(1, len(BASE["hashing"]["bits"])), "evaluate": N_HASHING + 1, "evaluate_metric_models": 1, "report": 1, "all": 1,
     }
 
 
@@ -99,6 +100,62 @@ def test_interrupted_job_is_rerun_and_resumes(tmp_path):
     history = pd.read_parquet(tmp_path / "results/digits/seed0/backbones/smallcnn/history.parquet")
     assert history["epoch"].tolist() == list(range(1, 7))
     assert not resume.exists()
+
+
+def start(workdir, configfile) -> subprocess.Popen:
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(configfile), "--cores", "2", "--rerun-incomplete"]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def kill_when(process, condition, what: str) -> None:
+    """SIGKILL snakemake and its jobs as soon as ``condition()`` holds."""
+    deadline = time.monotonic() + 300
+    while not condition() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    assert condition(), f"the run never reached {what}"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def unlock(workdir, configfile) -> None:
+    """What snakemake asks for after a killed run: its own lock files removed."""
+    snakemake(workdir, "--unlock", configfile=configfile)
+
+
+def test_a_run_killed_mid_training_and_mid_hashing_ends_with_the_numbers_of_an_uninterrupted_one(default_run, tmp_path):
+    """Seed 0 of the default config, killed while fine-tuning and again while hashing, then
+    finished: its codes and every evaluation equal the uninterrupted default run's, bit for bit."""
+    config = yaml.safe_load(yaml.safe_dump(BASE))
+    config["seeds"] = [0]
+    path = tmp_path / "seed0.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = tmp_path / "results/digits/seed0"
+    hashing = run / "hashing/smallcnn"
+
+    kill_when(start(tmp_path, path), lambda: (run / "backbones/smallcnn/model.pt.resume").exists(), "fine-tuning's first checkpoint")
+    assert not (run / "backbones/smallcnn/model.pt").exists()
+    unlock(tmp_path, path)
+
+    def hashing_in_flight():
+        logs = (tmp_path / "results/logs/digits/seed0/hashing/smallcnn").glob("*/*.log")
+        return [log for log in logs if log.parent.name not in ("ssdh", "ssdh_head") and not (hashing / log.parent.name / log.stem / "model.npz").exists()]
+
+    kill_when(start(tmp_path, path), hashing_in_flight, "a hashing job")
+    killed = hashing_in_flight()
+    assert killed and not any((hashing / log.parent.name / log.stem / "descriptors.parquet").exists() for log in killed)
+    unlock(tmp_path, path)
+
+    process = start(tmp_path, path)
+    assert process.wait() == 0
+    compared = 0
+    clock = ["seconds", "images_per_second"]  # how long things took differs, nothing else may
+    for ours in sorted(run.glob("**/*.parquet")):
+        relative = ours.relative_to(tmp_path)
+        if relative.parts[3] in ("backbones", "hashing", "features", "metric", "evaluation") and "timing" not in ours.name:
+            frames = [pd.read_parquet(p).drop(columns=clock, errors="ignore") for p in (ours, default_run / relative)]
+            pd.testing.assert_frame_equal(*frames, check_exact=True, obj=str(relative))
+            compared += 1
+    assert compared > 100
 
 
 def test_a_new_photo_reruns_its_dataset_only(tmp_path):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import os
 import sys
@@ -61,16 +60,23 @@ def _warn_if_stale(config: dict) -> None:
     from cbir.paths import Layout
     from cbir.provenance import config_hash
 
+    from cbir.io import read_json
+
     record = Path(Layout.of(config).report("provenance.json"))
     if record.is_file():
-        built = json.loads(record.read_text()).get("config_sha256")
+        try:
+            built = read_json(record, "provenance record")
+            built = built.get("config_sha256") if isinstance(built, dict) else None
+        except ValueError as err:
+            print(f"cbir: warning: cannot tell whether the index is current: {err}", file=sys.stderr)
+            return
         if built and built != config_hash(config):
             print(f"cbir: warning: {record} was written under another configuration (sha256 {built[:12]}, this one {config_hash(config)[:12]}); "
                   "if the change concerns this index, run snakemake first to rebuild it", file=sys.stderr)
 
 
 def _search(config: dict, args) -> int:
-    from cbir.query import IndexNotFound, SearchEngine
+    from cbir.query import SearchEngine
 
     datasets = list(config["datasets"])
     if args.dataset is not None and args.dataset not in datasets:
@@ -90,11 +96,7 @@ def _search(config: dict, args) -> int:
             return 2
     _warn_if_stale(config)
     model = args.model or _default_model(config, dataset)
-    try:
-        engine = SearchEngine(config, dataset, model, seed=args.seed)
-    except (IndexNotFound, ValueError) as err:
-        print(f"cbir: {err}", file=sys.stderr)
-        return 2
+    engine = SearchEngine(config, dataset, model, seed=args.seed)  # a missing or damaged index: main's one line
     paths = _expand(args.images)
     missing = [p for p in paths if not p.exists()]
     results, errors = engine.search([p for p in paths if p.exists()], args.k)
@@ -151,8 +153,10 @@ def _compare(args) -> int:
         if not path.is_file():
             print(f"cbir: no results file {path}", file=sys.stderr)
             return 2
+    from cbir.io import read_json
+
     table = compare(theirs, ours, all_metrics=args.all)
-    records = [json.loads(p.read_text()) if p.is_file() else None for p in (ours.parent / "provenance.json", theirs.parent / "provenance.json")]
+    records = [read_json(p, "provenance record") if p.is_file() else None for p in (ours.parent / "provenance.json", theirs.parent / "provenance.json")]
     print(format_comparison(table, records[0], records[1]))
     return 1 if table["outside"].any() else 0
 
@@ -161,9 +165,27 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--configfile", type=Path, help="the config the pipeline ran with (default: config.yaml of --directory)")
     parser.add_argument("--directory", "-d", type=Path, help="the workflow's working directory (default: .)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log progress to stderr")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the traceback instead of one line")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: every failure is one line on stderr (``--debug``: the traceback) and
+    exit status 2."""
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("cbir: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 -- the last line of defence: one line, not a traceback
+        if debug:
+            raise
+        message = " ".join(str(err).split()) or err.__class__.__name__
+        print(f"cbir: {message if isinstance(err, (OSError, ValueError, ConfigError)) else f'{err.__class__.__name__}: {message}'} (--debug shows the traceback)", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cbir", description="Search what the cbir pipeline indexed; check numbers against the published ones.")
     _common_options(parser)
     parser.set_defaults(directory=Path("."))

@@ -95,17 +95,28 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict
     """
     from snakemake.utils import validate
 
-    with open(schema_path) as handle:
-        schema = yaml.safe_load(handle)
+    schema = load_schema(schema_path)
     config = copy.deepcopy(config) if config is not None else {}
     errors = sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     problems = [_describe(e) for e in errors]
     if not problems:
         validate(config, str(schema_path), set_default=True)
-        problems = _cross_checks(config)
+        problems = _cross_checks(config) or _split_checks(config)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(dict.fromkeys(problems)))
     return _sorted_keys(config)
+
+
+def load_schema(schema_path: str | Path = SCHEMA_PATH) -> dict:
+    """The config schema, with its generated part: ``hashing.ssdh.finetune`` takes the keys and
+    checks of a backbone's ``finetune``, without their defaults (it holds changes to a recipe)."""
+    with open(schema_path) as handle:
+        schema = yaml.safe_load(handle)
+    recipe = schema["properties"]["backbones"]["additionalProperties"]["properties"]["finetune"]["properties"]
+    changes = schema["properties"]["hashing"]["properties"]["ssdh"]["properties"]["finetune"]
+    changes["additionalProperties"] = False
+    changes["properties"] = {key: {k: v for k, v in check.items() if k != "default"} for key, check in recipe.items()}
+    return schema
 
 
 def _sorted_keys(value):
@@ -137,9 +148,12 @@ def _cross_checks(config: dict) -> list[str]:
             problems.append(f"config key '{key}.root': an imagefolder dataset needs the folder to index")
         elif dataset["root"] is not None and not Path(dataset["root"]).exists():
             problems.append(f"config key '{key}.root': {dataset['root']} does not exist (relative to {Path.cwd()}); set root: null to download")
-    unknown = sorted(set(config["hashing"]["ssdh"]["finetune"]) - set(_finetune_keys()))
-    if unknown:
-        problems.append(f"config key 'hashing.ssdh.finetune': unknown keys {', '.join(unknown)} (allowed: the backbone's finetune keys)")
+        elif dataset["root"] is not None and not Path(dataset["root"]).is_dir():
+            problems.append(f"config key '{key}.root': {dataset['root']} is a file; give the folder that holds the dataset")
+    for key in ("results_dir", "report_dir"):
+        blocker = next((p for p in (Path(config[key]), *Path(config[key]).parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            problems.append(f"config key '{key}': {blocker} is a file, so {config[key]} cannot be a folder")
     for name, backbone in config["backbones"].items():
         key = f"backbones.{name}"
         if backbone["weights"] == "imagenet" and backbone["arch"] not in IMAGENET_ARCHS:
@@ -147,6 +161,60 @@ def _cross_checks(config: dict) -> list[str]:
         if backbone["feature_layer"] == "fc6" and backbone["arch"] != "alexnet":
             problems.append(f"config key '{key}.feature_layer': fc6 exists only in alexnet")
     return problems
+
+
+def _split_checks(config: dict) -> list[str]:
+    """Each protocol sampled on its dataset's manifest, where the dataset stage has written one:
+    a split that asks a class for more images than it has stops the run before any job."""
+    from cbir.paths import Layout
+
+    problems = []
+    for name, dataset in config["datasets"].items():
+        manifest_path = Path(Layout.manifest(name))
+        if not manifest_path.is_file():
+            continue  # checked by the split stage, once the dataset is there
+        from cbir.datasets import read_manifest
+        from cbir.splits import SplitError, sample_split
+
+        try:
+            sample_split(read_manifest(manifest_path), config["protocols"][dataset["protocol"]], config["seeds"][0], dataset["protocol"])
+        except SplitError as err:
+            problems.append(f"config key '{str(err).split(':', 1)[0]}': {str(err).split(': ', 1)[1]} (dataset {name}, as read into {manifest_path})")
+        except (OSError, ValueError):
+            pass  # an unreadable manifest: the dataset stage rewrites it and names the problem
+    return problems
+
+
+def typed_overrides(config: dict, overrides: dict) -> dict:
+    """``config`` with the structured values of ``snakemake --config`` read as YAML reads them.
+
+    Snakemake reads ``--config seeds=[2]`` with every scalar inside a list or mapping a string
+    (``['2']``); here each such string is read again as a YAML scalar (``2``), as it would be
+    in a config file."""
+
+    def retyped(value):
+        if isinstance(value, dict):
+            return {k: retyped(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [retyped(v) for v in value]
+        if isinstance(value, str):
+            try:
+                parsed = yaml.safe_load(value)
+            except yaml.YAMLError:
+                return value
+            return parsed if parsed is None or isinstance(parsed, (bool, int, float, str)) else value
+        return value
+
+    def apply(target: dict, changes: dict) -> None:
+        for key, value in changes.items():
+            if isinstance(value, dict) and isinstance(target.get(key), dict):
+                apply(target[key], value)
+            else:
+                target[key] = retyped(value)
+
+    config = copy.deepcopy(config) if config is not None else {}
+    apply(config, dict(overrides or {}))
+    return config
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -167,17 +235,16 @@ def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    with open(path) as handle:
+    with open(path, "rb") as handle:
         try:
-            return yaml.load(handle, Loader=_StrictLoader)
+            config = yaml.load(handle, Loader=_StrictLoader)
         except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
-
-
-def _finetune_keys() -> list[str]:
-    with open(SCHEMA_PATH) as handle:
-        schema = yaml.safe_load(handle)
-    return list(schema["properties"]["backbones"]["additionalProperties"]["properties"]["finetune"]["properties"])
+            raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(err).split())}") from None
+    if config is None:
+        raise ConfigError(f"config file {path} is empty")
+    if not isinstance(config, dict):
+        raise ConfigError(f"config file {path} holds a {type(config).__name__}, not a mapping of config keys (e.g. `seeds: [0]`)")
+    return config
 
 
 def load_config(path: str | Path) -> dict:

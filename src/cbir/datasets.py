@@ -23,7 +23,6 @@ import gzip
 import hashlib
 import logging
 import os
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from PIL import Image
 
 from cbir.config import PIXEL_ARRAY_KINDS
 from cbir.io import atomic_output, read_parquet, write_parquet
+from cbir.restricted_pickle import load_plain_pickle
 
 log = logging.getLogger(__name__)
 
@@ -191,13 +191,11 @@ def _load_fashion_mnist(root, download_dir):
 
 
 def _unpickle(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"missing CIFAR-10 file: {path}")
-    try:
-        with open(path, "rb") as handle:
-            return pickle.load(handle, encoding="latin1")
-    except (pickle.UnpicklingError, EOFError, ValueError) as err:
-        raise ValueError(f"corrupt CIFAR-10 file {path}: {err}") from err
+    """A CIFAR-10 batch (a pickled dict of arrays and lists), read without running code."""
+    batch = load_plain_pickle(path, "CIFAR-10 file")
+    if not isinstance(batch, dict):
+        raise ValueError(f"corrupt CIFAR-10 file {path}: a {type(batch).__name__}, not a dict")
+    return batch
 
 
 def _load_cifar10(root, download_dir):
@@ -208,7 +206,10 @@ def _load_cifar10(root, download_dir):
         root = download_dir
     root = Path(root)
     folder = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
-    classes = _unpickle(folder / "batches.meta")["label_names"]
+    meta = _unpickle(folder / "batches.meta")
+    classes = meta.get("label_names")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise ValueError(f"corrupt CIFAR-10 file {folder / 'batches.meta'}: no list of class names under 'label_names'")
     parts = []
     for split, names in (("train", [f"data_batch_{i}" for i in range(1, 6)]), ("test", ["test_batch"])):
         for name in names:
@@ -237,9 +238,9 @@ _ARRAY_LOADERS = {"digits": _load_digits, "mnist": _load_mnist, "fashion_mnist":
 # --------------------------------------------------------------------------------------------
 
 
-#: File name extensions read as images: torchvision's ImageFolder list, copied so that the dataset
-#: stage need not import torchvision (about 1.6 s).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+#: File name extensions read as images: torchvision's ImageFolder list (copied, so that the
+#: dataset stage need not import torchvision, about 1.6 s), and GIF (its first frame).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 
 
 def printable_path(path) -> str:
@@ -262,21 +263,53 @@ def _check_entries(entries: list[Path]) -> None:
         raise ValueError(f"{len(undecodable)} file name(s) that are not valid UTF-8 (rename them): " + "; ".join(undecodable[:10]))
 
 
-def _list_images(folder: Path) -> list[Path]:
-    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-    _check_entries(images)
-    return [p for p in images if p.is_file()]
+def _files_under(folder: Path) -> list[Path]:
+    """Every file under ``folder``, at any depth (through linked folders), sorted."""
+    files = []
+    for parent, dirs, names in os.walk(folder, followlinks=True):
+        dirs.sort()
+        entries = [Path(parent) / name for name in (*dirs, *names)]
+        _check_entries(entries)
+        files += [Path(parent) / name for name in names]
+    return sorted(files)
 
 
-def _folder_rows(class_parent: Path, split: str, id_root: Path, skip: tuple[str, ...] = ()) -> list[dict]:
-    """One row per image in ``class_parent/<class>/``; ids are paths relative to ``id_root``."""
+def _list_images(folder: Path, skipped: list[Path], recursive: bool = False) -> list[Path]:
+    """The image files in ``folder`` (with ``recursive``, at any depth below it); every other
+    file is added to ``skipped``, to be reported."""
+    files = _files_under(folder) if recursive else sorted(p for p in folder.iterdir() if not p.is_dir())
+    _check_entries(files)
+    images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    skipped += [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
+    return images
+
+
+def _report_skipped(skipped: list[Path], root: Path) -> None:
+    """Files that are not read as images: each named in the stage's log, and a warning."""
+    if not skipped:
+        return
+    for path in skipped:
+        log.info("skipped (not an image file by its extension): %s", printable_path(path))
+    kinds = ", ".join(sorted({p.suffix.lower() or "(no extension)" for p in skipped}))
+    log.warning(
+        "%d file(s) under %s are not read as images (extensions %s; images are %s): %s%s",
+        len(skipped), printable_path(root), kinds, " ".join(IMAGE_EXTENSIONS),
+        "; ".join(printable_path(p.relative_to(root)) for p in skipped[:10]), " ..." if len(skipped) > 10 else "",
+    )
+
+
+def _folder_rows(class_parent: Path, split: str, id_root: Path, skipped: list[Path], skip: tuple[str, ...] = ()) -> list[dict]:
+    """One row per image under ``class_parent/<class>/``, at any depth (the class is the first
+    folder level); ids are paths relative to ``id_root``. Files directly in ``class_parent``
+    belong to no class: they are added to ``skipped``."""
     entries = sorted(d for d in class_parent.iterdir() if d.name not in skip)
     _check_entries([d for d in entries if d.is_symlink()])
+    skipped += [d for d in entries if not d.is_dir()]
     return [
         {"class_name": class_dir.name, "split": split, "path": str(image), "image_id": image.relative_to(id_root).as_posix()}
         for class_dir in entries
         if class_dir.is_dir()
-        for image in _list_images(class_dir)
+        for image in _list_images(class_dir, skipped, recursive=True)
     ]
 
 
@@ -291,11 +324,16 @@ def _folder_manifest(rows: list[dict], root: Path) -> pd.DataFrame:
 
 
 def _load_imagefolder(root, download_dir, checksums):
+    """``root/<class>/**/<image>``, or ``root/train/<class>/...`` and ``root/test/<class>/...``:
+    images in folders below a class folder belong to that class."""
     root = Path(root)
+    skipped: list[Path] = []
     if (root / "train").is_dir():
-        rows = [row for split in ("train", "test") if (root / split).is_dir() for row in _folder_rows(root / split, split, root)]
+        rows = [row for split in ("train", "test") if (root / split).is_dir() for row in _folder_rows(root / split, split, root, skipped)]
+        skipped += [p for p in root.iterdir() if p.name not in ("train", "test")]
     else:
-        rows = _folder_rows(root, "train", root)
+        rows = _folder_rows(root, "train", root, skipped)
+    _report_skipped(skipped, root)
     return _folder_manifest(rows, root)
 
 
@@ -312,7 +350,9 @@ def _load_caltech101(root, download_dir, checksums):
     else:
         raise FileNotFoundError(f"no 101_ObjectCategories folder under {root}")
     # As torchvision does, the BACKGROUND_Google clutter class is not a category.
-    rows = _folder_rows(candidate, "train", candidate, skip=("BACKGROUND_Google",))
+    skipped: list[Path] = []
+    rows = _folder_rows(candidate, "train", candidate, skipped, skip=("BACKGROUND_Google",))
+    _report_skipped(skipped, candidate)
     return _folder_manifest(rows, candidate)
 
 
@@ -347,7 +387,9 @@ def _load_holidays(root, download_dir, checksums):
     folder = Path(root) if root is not None else _download_holidays(download_dir, checksums)
     if (folder / "jpg").is_dir():
         folder = folder / "jpg"
-    images = _list_images(folder)
+    skipped: list[Path] = []
+    images = _list_images(folder, skipped)
+    _report_skipped(skipped, folder)
     if not images:
         raise FileNotFoundError(f"no Holidays images (e.g. 100000.jpg) found in {folder}")
     bad = [p.name for p in images if not (len(p.stem) == 6 and p.stem.isdigit())]

@@ -71,6 +71,18 @@ def write_text(text: str, path: str | os.PathLike) -> None:
         Path(tmp).write_text(text)
 
 
+def read_json(path: str | os.PathLike, what: str = "JSON file"):
+    """A JSON file's content; a missing file, bytes that are not UTF-8 or text that is not JSON
+    is an error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing {what}: {path}")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not a readable {what}: {err}") from None
+
+
 def write_table(frame: pd.DataFrame, path: str | os.PathLike, comments: list[str] = ()) -> None:
     """Write a tab-separated table atomically, after ``# `` comment lines (provenance);
     read it back with ``pandas.read_csv(path, sep="\t", comment="#")``."""
@@ -179,10 +191,40 @@ def _feature_column(values: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
 
 
-def _feature_values(column: pa.ChunkedArray) -> np.ndarray:
+def _feature_values(column: pa.ChunkedArray, path) -> np.ndarray:
+    """A ``feature`` column as an (N, D) float32 array; anything but fixed-size lists of numbers
+    without gaps is refused, naming ``path``."""
+    kind = column.type
+    if not pa.types.is_fixed_size_list(kind) or not (pa.types.is_floating(kind.value_type) or pa.types.is_integer(kind.value_type)):
+        raise ValueError(f"{path} is not a descriptor file: its features are {kind}, not fixed-size lists of numbers")
     column = column.combine_chunks()
+    if column.null_count or column.values.null_count:
+        raise ValueError(f"{path} is not a descriptor file: it has missing feature values")
     values = column.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    return values.reshape(len(column), column.type.list_size)
+    return values.reshape(len(column), kind.list_size)
+
+
+def _check_index_columns(table: pa.Table, path) -> None:
+    """The per-image columns of a descriptor file: string ids, integer labels, boolean roles, no gaps."""
+    expected = {"image_id": pa.types.is_string, "label": pa.types.is_integer, **{role: pa.types.is_boolean for role in ROLES}}
+    for name, is_kind in expected.items():
+        column = table.column(name)
+        if not (is_kind(column.type) or (name == "image_id" and pa.types.is_large_string(column.type))) or column.null_count:
+            raise ValueError(f"{path} is not a descriptor file: column {name} is {column.type}{' with missing values' if column.null_count else ''}")
+
+
+def _code_values(table: pa.Table, path) -> tuple[int, np.ndarray]:
+    """(n_bits, packed codes) of a descriptor file of binary codes, checked against each other."""
+    raw = (table.schema.metadata or {}).get(_N_BITS_KEY, b"")
+    column = table.column("code")
+    if not raw.isdigit() or not 1 <= int(raw) <= 64:
+        raise ValueError(f"{path} is not a descriptor file: its code length is {raw.decode(errors='replace')!r}, not 1 to 64 bits")
+    n_bits = int(raw)
+    if not pa.types.is_fixed_size_binary(column.type) or column.type.byte_width != n_bytes(n_bits) or column.null_count:
+        raise ValueError(f"{path} is not a descriptor file: its codes are {column.type}, not {n_bytes(n_bits)}-byte codes of {n_bits} bits")
+    column = column.combine_chunks()
+    width = column.type.byte_width
+    return n_bits, np.frombuffer(column.buffers()[1], dtype=np.uint8, count=len(column) * width, offset=column.offset * width).reshape(-1, width).copy()
 
 
 def write_feature_shard(path: str | os.PathLike, image_id, label, values: np.ndarray) -> None:
@@ -255,7 +297,7 @@ def descriptor_chunks(path: str | os.PathLike, chunk_rows: int = 65536):
             if not part_path.is_file():
                 raise FileNotFoundError(f"missing part of descriptor dataset {path}: {part_path.name}")
             try:
-                features = _feature_values(pq.read_table(part_path, columns=["feature"]).column("feature"))
+                features = _feature_values(pq.read_table(part_path, columns=["feature"]).column("feature"), part_path)
             except (pa.ArrowException, OSError, KeyError) as err:
                 raise ValueError(f"cannot read {part_path}: {err}") from err
             yield rows.index.to_numpy(), features[rows["row"].to_numpy()]
@@ -264,7 +306,7 @@ def descriptor_chunks(path: str | os.PathLike, chunk_rows: int = 65536):
         raise FileNotFoundError(f"missing descriptor file: {path}")
     start = 0
     for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=["feature"]):
-        values = _feature_values(pa.chunked_array([batch.column(0)]))
+        values = _feature_values(pa.chunked_array([batch.column(0)]), path)
         yield np.arange(start, start + len(values)), values
         start += len(values)
 
@@ -310,15 +352,12 @@ def read_descriptors(path: str | os.PathLike) -> Descriptors:
     missing = {"image_id", "label", *ROLES} - names
     if missing or not ({"feature", "code"} & names):
         raise ValueError(f"{path} is not a descriptor file (missing columns {sorted(missing) or ['feature or code']})")
-    metadata = table.schema.metadata or {}
+    _check_index_columns(table, path)
     if "code" in names:
-        n_bits = int(metadata[_N_BITS_KEY])
-        column = table.column("code").combine_chunks()
-        width = column.type.byte_width
-        values = np.frombuffer(column.buffers()[1], dtype=np.uint8, count=len(column) * width).reshape(-1, width).copy()
+        n_bits, values = _code_values(table, path)
     else:
         n_bits = None
-        values = _feature_values(table.column("feature"))
+        values = _feature_values(table.column("feature"), path)
     return Descriptors(
         image_id=table.column("image_id").to_numpy(zero_copy_only=False).astype(str),
         label=table.column("label").to_numpy(),

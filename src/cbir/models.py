@@ -129,15 +129,24 @@ def _head_key(arch: str) -> str:
     return {"alexnet": "classifier.6", "resnet18": "fc", "resnet50": "fc"}.get(arch, "classifier")
 
 
-def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A state dict from a file: a bare state dict, or a dict holding one under ``state_dict``."""
+def load_torch_file(path: str | os.PathLike, what: str = "weights file") -> object:
+    """What ``torch.save`` wrote to ``path``, read with ``weights_only=True``: tensors and plain
+    containers only, so a crafted file cannot run code. A missing, corrupt or unsafe file is a
+    FileNotFoundError or a one-line ValueError naming it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt or unsafe files
-        raise ValueError(f"cannot load weights file {path}: {err.__class__.__name__}: {err}") from err
+        reason = str(err).strip().splitlines()
+        unsafe = next((line.strip() for line in reason if "Unsupported global" in line), None)
+        raise ValueError(f"cannot load {what} {path}: {unsafe or (reason[0] if reason else err.__class__.__name__)}") from None
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state dict from a file: a bare state dict, or a dict holding one under ``state_dict``."""
+    loaded = load_torch_file(path)
     state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"weights file {path} holds no state dict of tensors")

@@ -13,6 +13,7 @@ the pattern a Snakemake rule matches.
     ``metric/<backbone>/<model>/``           FC8 of a siamese/triplet-paper model, descriptors
     ``evaluation/<descriptor>/``             ranking, search times, metrics
 ``<results>/logs/`` and ``<results>/logs/benchmarks/``   one log and one benchmark per job
+``<results>/.lock``                           held by the run that is writing there
 ``<report>/``                                 this configuration's tables, figures, provenance
 
 A *descriptor* is named by its place under a repeat's folder: ``hashing/<backbone>/<method>/<bits>``
@@ -73,6 +74,11 @@ class Layout:
         return f"resources/datasets/{dataset}/pixels.npy"
 
     @staticmethod
+    def downloads(kind) -> str:
+        """Where a dataset of ``kind`` is downloaded to (when its config has no ``root``)."""
+        return f"resources/downloads/{kind}"
+
+    @staticmethod
     def image_cache(dataset, mode, size) -> str:
         """The dataset's images decoded once, in colour ``mode`` at ``size`` (cbir.image_cache)."""
         return f"resources/datasets/{dataset}/cache/{mode}{size}.npy"
@@ -115,6 +121,10 @@ class Layout:
     def evaluation(self, dataset, seed, descriptor, name) -> str:
         """``name``: ranking, timing, per_query, summary or pr (``.parquet``)."""
         return f"{self.run(dataset, seed)}/evaluation/{descriptor}/{name}.parquet"
+
+    def run_lock(self) -> str:
+        """The lock a running workflow holds on its results (cbir.runlock)."""
+        return f"{self.results}/.lock"
 
     # Logs and benchmarks of the jobs, under the results they belong to.
     def log(self, *parts) -> str:

@@ -12,7 +12,6 @@ A README block is delimited by ``<!-- results NAME TABLE [GROUND_TRUTH] -->`` an
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from cbir.config import METRIC_MODEL_ORDER
-from cbir.io import atomic_output, write_text
+from cbir.io import atomic_output, read_json, write_text
 from cbir.provenance import describe
 from cbir.report import GROUND_TRUTH_NAMES, KEYS, hashing_table, headline_metric, markdown, metric_learning_table, read_results
 
@@ -49,7 +48,7 @@ def publish(report_dir, name: str, to=PUBLISHED_DIR) -> Path:
 
 
 def _provenance(folder: Path) -> dict:
-    return json.loads((folder / "provenance.json").read_text())
+    return read_json(folder / "provenance.json", "provenance record")
 
 
 def render_block(spec: str, published=PUBLISHED_DIR) -> str:

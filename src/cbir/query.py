@@ -10,6 +10,7 @@ database images and returns the top ``k``, ranked as the evaluation stage ranks 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from cbir.config import PIXEL_ARRAY_KINDS
 from cbir.datasets import ImageReader, load_image, read_manifest, to_mode
 from cbir.io import read_descriptors
 from cbir.paths import Layout, descriptor_names
@@ -46,6 +48,27 @@ def _need(path: Path) -> Path:
 def available(config: dict) -> list[tuple[str, str]]:
     """(dataset, descriptor) pairs the config defines, in the names ``--model`` takes."""
     return [(dataset, name) for dataset in config["datasets"] for name in descriptor_names(config, dataset)]
+
+
+def collection_folders(config: dict, dataset: str) -> list[Path]:
+    """The folders a dataset's images may be read from: its own folder under resources/datasets
+    (the pixel arrays) and, for image files, its configured root or download folder."""
+    cfg = config["datasets"][dataset]
+    folders = [Path(Layout.manifest(dataset)).parent]
+    if cfg["kind"] not in PIXEL_ARRAY_KINDS:
+        folders.append(Path(cfg["root"] if cfg["root"] is not None else Layout.downloads(cfg["kind"])))
+    return folders
+
+
+def _confine(paths: pd.Series, folders: list[Path], manifest_path) -> None:
+    """Refuse a manifest that names files outside ``folders``: the index would open them."""
+    roots = [os.path.join(os.path.abspath(folder), "") for folder in folders]
+    outside = [p for p in pd.unique(paths) if not any(os.path.abspath(p).startswith(root) for root in roots)]
+    if outside:
+        raise ValueError(
+            f"{manifest_path} names {len(outside)} file(s) outside the indexed collection ({', '.join(map(str, folders))}), "
+            f"e.g. {outside[0]}; refusing to open them (rebuild it with snakemake)"
+        )
 
 
 class SearchEngine:
@@ -112,8 +135,13 @@ class SearchEngine:
         database = read_descriptors(_need(Path(paths.descriptor(dataset, seed, descriptor)))).subset("database")
         self.database = database
         self.index = make_index(database.values, n_bits=database.n_bits)
-        manifest = read_manifest(_need(Path(paths.manifest(dataset))))
+        manifest_path = _need(Path(paths.manifest(dataset)))
+        manifest = read_manifest(manifest_path)
+        missing = sorted(set(database.image_id) - set(manifest["image_id"]))
+        if missing:
+            raise ValueError(f"{manifest_path} lacks database images of the index: {missing[:5]}")
         self.manifest = manifest.set_index("image_id").loc[database.image_id].reset_index()
+        _confine(self.manifest["path"], collection_folders(config, dataset), manifest_path)
         self.reader = ImageReader(self.manifest, self.mode)
 
     @torch.no_grad()

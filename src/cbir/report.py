@@ -104,8 +104,15 @@ def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
 
 def read_results(path) -> pd.DataFrame:
     """A ``results.tsv`` written by :func:`write_report` (or published with ``cbir publish``)."""
-    frame = pd.read_csv(path, sep="\t", comment="#", dtype={"values": str, "seeds": str, "ground_truth": str}, keep_default_na=False, na_values=[""])
-    frame["bits"] = frame["bits"].astype("Int64")
+    try:
+        frame = pd.read_csv(path, sep="\t", comment="#", dtype={"values": str, "seeds": str, "ground_truth": str}, keep_default_na=False, na_values=[""])
+        missing = sorted({*KEYS, "metric", "mean", "sd", "n"} - set(frame.columns))
+        if missing:
+            raise ValueError(f"no column(s) {', '.join(missing)}")
+        frame["bits"] = frame["bits"].astype("Int64")
+        frame[["mean", "sd", "n"]] = frame[["mean", "sd", "n"]].astype(float)
+    except (ValueError, TypeError, UnicodeDecodeError) as err:  # pandas' ParserError is a ValueError
+        raise ValueError(f"{path} is not a results table written by the report stage: {' '.join(str(err).split())[:300]}") from None
     return frame
 
 

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from cbir.datasets import ImageReader, image_array
 from cbir.image_cache import decode_images, native_pixels
 from cbir.io import atomic_output
-from cbir.models import input_normalization
+from cbir.models import input_normalization, load_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +300,17 @@ def save_checkpoint(obj, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+def _read_checkpoint(path: Path) -> dict:
+    """A resume checkpoint, or {} (start afresh) when it cannot be read as plain tensors and
+    containers (``weights_only``: a tampered file is refused, nothing in it runs)."""
+    try:
+        state = load_torch_file(path, "resume checkpoint")
+    except (OSError, ValueError) as err:
+        log.warning("ignoring %s", err)
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
 def _rng_states(device: torch.device, shuffle: torch.Generator, augment: torch.Generator) -> dict:
     states = {"torch_rng": torch.get_rng_state(), "shuffle_rng": shuffle.get_state(), "augment_rng": augment.get_state()}
     if device.type == "cuda":  # dropout draws from the device's default generator
@@ -371,7 +382,7 @@ def finetune(
     history, start_epoch = [], 0
     resume_path = Path(resume_path) if resume_path else None
     if resume_path and resume_path.is_file():
-        state = torch.load(resume_path, map_location="cpu", weights_only=True)
+        state = _read_checkpoint(resume_path)
         # Random states are per device type: a run started on a CPU restarts on a GPU.
         if state.get("run_id") == run_id and state.get("format") == CHECKPOINT_FORMAT and state.get("device_type") == device.type:
             backbone.load_state_dict(state["model"])

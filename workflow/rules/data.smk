@@ -23,7 +23,7 @@ for _name, _dataset in config["datasets"].items():
             kind=_dataset["kind"],
             root=_dataset["root"],
             checksums=_dataset["checksums"],
-            download_dir=f"resources/downloads/{_dataset['kind']}",
+            download_dir=paths.downloads(_dataset["kind"]),
             listing=folder_listing(_dataset["root"]) if _folder else None,
         script:
             "../scripts/prepare_dataset.py"

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from cbir.io import atomic_output
+from cbir.io import atomic_output, read_json
 
 FORMAT = "cbir-hasher"
 VERSION = 1
@@ -96,12 +96,13 @@ def _read(path: Path) -> tuple[dict, dict]:
         raise FileNotFoundError(f"missing hash model file: {path}")
     if not meta_path.is_file():
         raise FileNotFoundError(f"missing hash model metadata: {meta_path} (written beside {path.name})")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{meta_path} is not a hash model's JSON metadata: {err}") from None
+    meta = read_json(meta_path, "hash model's JSON metadata")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise ValueError(f"{meta_path} is not a {FORMAT} version {VERSION} file")
+    fields = {"method": str, "params": dict, "attributes": dict, "arrays": list, "preprocessing": (dict, type(None)), "preprocessing_arrays": list}
+    wrong = [name for name, kind in fields.items() if not isinstance(meta.get(name), kind)]
+    if wrong or not all(isinstance(n, str) for n in meta["arrays"] + meta["preprocessing_arrays"]):
+        raise ValueError(f"{meta_path} is damaged: {', '.join(wrong) or 'array names'} missing or of the wrong type")
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
@@ -130,15 +131,37 @@ def load_hash_model(path):
     names = list(meta["attributes"]) + list(meta["arrays"])
     if not all(isinstance(n, str) and _ATTRIBUTE.match(n) for n in names):
         raise ValueError(f"{metadata_path(path)}: invalid attribute names")
-    hasher = cls(**meta["params"])
-    for name, value in meta["attributes"].items():
-        setattr(hasher, name, value)
-    for name in meta["arrays"]:
-        setattr(hasher, name, arrays[f"hasher.{name}"])
-    preprocessing = None
-    if meta["preprocessing"] is not None:
-        preprocessing = dict(meta["preprocessing"]) | {k: arrays[f"preprocessing.{k}"] for k in meta["preprocessing_arrays"]}
+    try:
+        hasher = cls(**meta["params"])
+        for name, value in meta["attributes"].items():
+            setattr(hasher, name, value)
+        for name in meta["arrays"]:
+            setattr(hasher, name, arrays[f"hasher.{name}"])
+        preprocessing = None
+        if meta["preprocessing"] is not None:
+            preprocessing = dict(meta["preprocessing"]) | {k: arrays[f"preprocessing.{k}"] for k in meta["preprocessing_arrays"]}
+        _check_encodes(hasher, preprocessing)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError) as err:
+        raise ValueError(f"{path} (with {metadata_path(path).name}) is not a usable {meta['method']} model: {err.__class__.__name__}: {str(err).splitlines()[0][:300]}") from None
     return hasher, preprocessing
+
+
+def _check_encodes(hasher, preprocessing: dict | None) -> None:
+    """A loaded hasher (after its preprocessing) must turn rows of its input width into codes of
+    its length: arrays of the wrong shape, or parameters of the wrong kind, fail here rather
+    than in the first search."""
+    from cbir.codes import MAX_BITS, n_bytes
+    from cbir.preprocess import apply_preprocessing
+
+    n_bits, width = hasher.n_bits, hasher.n_features_in_
+    if isinstance(n_bits, bool) or not isinstance(n_bits, int) or not 1 <= n_bits <= MAX_BITS:
+        raise ValueError(f"n_bits is {n_bits!r}, not an integer from 1 to {MAX_BITS}")
+    if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= 1_000_000:
+        raise ValueError(f"n_features_in_ is {width!r}, not a positive integer")
+    rows = np.zeros((2, width), dtype=np.float32)
+    codes = hasher.encode(rows if preprocessing is None else apply_preprocessing(preprocessing, rows))
+    if codes.shape != (2, n_bytes(n_bits)) or codes.dtype != np.uint8:
+        raise ValueError(f"it encodes to {codes.dtype} {codes.shape}, not {n_bits}-bit codes")
 
 
 def load_hasher(path):
