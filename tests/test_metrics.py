@@ -186,12 +186,24 @@ def test_tie_aware_without_ties_equals_conventional():
         np.testing.assert_allclose(tie_aware_average_precision_at_k(distances, relevant, k), average_precision_at_k(rel, k), atol=1e-12)
 
 
-@pytest.mark.parametrize("dtype", [np.int32, np.float64])
-def test_top_k_by_distance_is_stable(dtype):
+@pytest.mark.parametrize("dtype", [np.int32, np.uint8, np.float64, np.float32])
+@pytest.mark.parametrize("ties", ["everywhere", "in some rows"])
+def test_top_k_by_distance_is_stable(dtype, ties):
     rng = np.random.default_rng(3)
-    distances = rng.integers(0, 5, (10, 50)).astype(dtype)
+    if ties == "everywhere":
+        distances = rng.integers(0, 5, (10, 50)).astype(dtype)
+    else:  # distinct values, but for two rows that repeat some
+        distances = rng.permutation(np.arange(500)).reshape(10, 50).astype(dtype)
+        distances[[2, 7], 10:20] = distances[[2, 7], 0:10]
     for k in (1, 7, 49, 50, 500):
         np.testing.assert_array_equal(top_k_by_distance(distances, k), np.argsort(distances, axis=1, kind="stable")[:, :k])
+
+
+def test_top_k_by_distance_of_wide_and_negative_integers():
+    rng = np.random.default_rng(5)
+    for low, high in ((-3, 3), (0, 70000)):
+        distances = rng.integers(low, high, (6, 40))
+        np.testing.assert_array_equal(top_k_by_distance(distances, 11), np.argsort(distances, axis=1, kind="stable")[:, :11])
 
 
 def test_evaluate_distances_matches_faiss_ranking():

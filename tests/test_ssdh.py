@@ -78,9 +78,9 @@ def test_head_only_stage_writes_model_codes_and_history(tmp_path):
     assert pd.read_parquet(tmp_path / "history.parquet")["epoch"].tolist() == list(range(1, HEAD_OPTIONS["epochs"] + 1))
 
 
-def test_end_to_end_stage_trains_backbone_latent_and_classifier(tmp_path):
+def tiny_split(tmp_path, n=96, size=12):
+    """A two-class pixel dataset (manifest, split) in ``tmp_path``; returns the split's images."""
     rng = np.random.default_rng(0)
-    n, size = 96, 12
     labels = np.arange(n) % 2
     pixels = (rng.integers(0, 100, (n, size, size, 1)) + (labels * 120)[:, None, None, None]).astype(np.uint8)
     np.save(tmp_path / "pixels.npy", pixels)
@@ -90,17 +90,74 @@ def test_end_to_end_stage_trains_backbone_latent_and_classifier(tmp_path):
     order = rng.permutation(n)
     split = pd.DataFrame({"image_id": np.array(ids)[order], "label": labels[order], "train": order < 64, "database": order < 80, "query": order >= 80})
     write_parquet(split, tmp_path / "split.parquet")
-    finetune_options = {"epochs": 3, "batch_size": 16, "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "cosine", "lr_step_epochs": 5, "lr_gamma": 0.1, "augment": True, "head_only": False, "validation_fraction": 0.0, "device": "cpu", "workers": 0}
-    backbone_cfg = {"arch": "smallcnn", "weights": "none", "input_size": size, "finetune": finetune_options}
-    paths = [tmp_path / name for name in ("ssdh.pt", "codes.parquet", "history.parquet")]
-    history = train_ssdh(tmp_path / "manifest.parquet", tmp_path / "split.parquet", backbone_cfg, {"alpha": 0.1, "beta": 1.0, "finetune": {"lr": 0.02}}, "digits", 0, 8, *paths)
+    return split.merge(manifest[["image_id", "path", "index"]], on="image_id")
+
+
+def backbone_config(size=12, epochs=3):
+    finetune_options = {"epochs": epochs, "batch_size": 16, "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "cosine", "lr_step_epochs": 5, "lr_gamma": 0.1, "augment": True, "head_only": False, "validation_fraction": 0.0, "device": "cpu", "workers": 0}
+    return {"arch": "smallcnn", "weights": "none", "input_size": size, "finetune": finetune_options}
+
+
+def ssdh_outputs(tmp_path, bits):
+    return {b: {name: tmp_path / f"{b}" / file for name, file in (("model", "ssdh.pt"), ("codes", "codes.parquet"), ("history", "history.parquet"))} for b in bits}
+
+
+def test_end_to_end_stage_trains_backbone_latent_and_classifier(tmp_path):
+    images = tiny_split(tmp_path)
+    outputs = ssdh_outputs(tmp_path, [8])
+    history = train_ssdh(tmp_path / "manifest.parquet", tmp_path / "split.parquet", backbone_config(), {"alpha": 0.1, "beta": 1.0, "finetune": {"lr": 0.02}}, "digits", 0, outputs)
     assert history["epoch"].tolist() == [1, 2, 3] and {"train_classification", "train_binarization", "train_balance"} <= set(history.columns)
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
     assert history["lr"].iloc[0] < 0.02  # the SSDH recipe overrides the backbone's
-    codes = read_descriptors(paths[1])
-    assert codes.n_bits == 8 and list(codes.image_id) == list(split["image_id"])
-    assert not (tmp_path / "ssdh.pt.resume").exists()
+    codes = read_descriptors(outputs[8]["codes"])
+    assert codes.n_bits == 8 and list(codes.image_id) == list(images["image_id"])
+    assert not list(tmp_path.rglob("*.resume"))
     # The saved network is loadable (weights_only) and gives the codes that were written.
-    images = split.merge(manifest[["image_id", "path", "index"]], on="image_id")
-    latent = run_layers(load_ssdh(paths[0]), ImageTensors(images, "L", size), ("latent",))["latent"]
+    latent = run_layers(load_ssdh(outputs[8]["model"]), ImageTensors(images, "L", 12), ("latent",))["latent"]
     np.testing.assert_array_equal(binary_codes(latent), codes.values)
+
+
+def test_code_lengths_trained_together_share_the_trunk_and_load_alone(tmp_path):
+    images = tiny_split(tmp_path)
+    outputs = ssdh_outputs(tmp_path, [8, 4])
+    history = train_ssdh(tmp_path / "manifest.parquet", tmp_path / "split.parquet", backbone_config(epochs=2), {"alpha": 0.1, "beta": 1.0}, "digits", 0, outputs)
+    assert {"train_classification_4", "train_classification_8", "train_accuracy_8"} <= set(history.columns)
+    # Each length's history holds its own terms under the usual names.
+    own = pd.read_parquet(outputs[8]["history"])
+    np.testing.assert_allclose(own["train_classification"], history["train_classification_8"])
+    assert not any(c.endswith("_4") for c in own.columns)
+    trunks = []
+    for b in (4, 8):
+        codes = read_descriptors(outputs[b]["codes"])
+        net = load_ssdh(outputs[b]["model"])
+        assert codes.n_bits == b and net.bits == (b,)
+        np.testing.assert_array_equal(binary_codes(run_layers(net, ImageTensors(images, "L", 12), ("latent",))["latent"]), codes.values)
+        trunks.append(net.backbone.state_dict())
+    assert all(torch.equal(trunks[0][key], trunks[1][key]) for key in trunks[0])
+
+
+def test_joint_heads_learn_from_their_own_loss_and_the_trunk_from_their_mean():
+    """With the summed loss, a head's gradient is its own loss's; the trunk's is the mean of
+    what each head alone would give it."""
+    from cbir.models import build_backbone
+    from cbir.ssdh import SSDHNet, SSDHObjective
+
+    torch.manual_seed(0)
+    x, labels = torch.randn(8, 1, 12, 12), torch.arange(8) % 2
+    joint = SSDHNet(build_backbone("smallcnn", "none", in_channels=1, n_classes=2), [4, 8], 2).train()
+    objective = SSDHObjective(0.1, 1.0)
+    joint.backbone.eval()  # batch-norm statistics frozen: the passes below see the same trunk
+    objective(joint, x, labels)[0].backward()
+    trunk = {name: p.grad.clone() for name, p in joint.backbone.named_parameters() if p.grad is not None}
+    alone = []
+    for b in (4, 8):
+        single = joint.single(b)
+        single.zero_grad()
+        objective(single, x, labels)[0].backward()
+        alone.append({name: p.grad.clone() for name, p in single.backbone.named_parameters() if p.grad is not None})
+        head_grad = single.heads[str(b)].latent.weight.grad.clone()
+        joint.zero_grad()
+        objective(joint, x, labels)[0].backward()
+        torch.testing.assert_close(joint.heads[str(b)].latent.weight.grad, head_grad)
+    for name, grad in trunk.items():
+        torch.testing.assert_close(grad, (alone[0][name] + alone[1][name]) / 2)

@@ -316,6 +316,30 @@ def mean_average_precision(rel: np.ndarray, n_relevant: np.ndarray | None = None
 # rankings from distances
 
 
+def _narrow_integers(distances: np.ndarray) -> np.ndarray | None:
+    """Integer distances in 0..65535 as uint8 or uint16 (the same order), else None: numpy's
+    stable sort is a radix sort for these types, about 15 times faster than on int32."""
+    if distances.dtype.kind not in "iu" or distances.size == 0:
+        return None
+    low, high = int(distances.min()), int(distances.max())
+    if low < 0 or high > 65535:
+        return None
+    dtype = np.uint8 if high < 256 else np.uint16
+    return distances if distances.dtype == dtype else distances.astype(dtype)
+
+
+def _stable_argsort(values: np.ndarray) -> np.ndarray:
+    """Row-wise argsort, equal values in index order: numpy's (SIMD) quicksort, then a stable
+    sort of the rows that hold ties (rare among float distances); several times faster than a
+    stable sort of every row."""
+    order = np.argsort(values, axis=1)
+    ranked = np.take_along_axis(values, order, axis=1)
+    tied = np.flatnonzero((ranked[:, 1:] == ranked[:, :-1]).any(axis=1))
+    if len(tied):
+        order[tied] = np.argsort(values[tied], axis=1, kind="stable")
+    return order.astype(np.int64, copy=False)
+
+
 def top_k_by_distance(distances: np.ndarray, k: int | None = None) -> np.ndarray:
     """(Q, min(k, N)) int64 column indices of the k smallest distances of each row.
 
@@ -330,8 +354,11 @@ def top_k_by_distance(distances: np.ndarray, k: int | None = None) -> np.ndarray
         raise ValueError("distances contain NaN")
     n_queries, n_items = distances.shape
     k = _as_k(k, n_items)
+    narrow = _narrow_integers(distances)
+    if narrow is not None:  # Hamming distances: a radix sort of the whole row beats partitioning
+        return np.argsort(narrow, axis=1, kind="stable")[:, :k].astype(np.int64)
     if k == n_items:
-        return np.argsort(distances, axis=1, kind="stable").astype(np.int64)
+        return _stable_argsort(distances)
     kth = np.partition(distances, k - 1, axis=1)[:, k - 1 : k]
     less = distances < kth
     equal = distances == kth
@@ -363,7 +390,7 @@ def _tie_groups(distances: np.ndarray, relevant: np.ndarray) -> tuple[np.ndarray
             n = np.bincount(flat, minlength=size).reshape(n_queries, span)
             r = np.bincount(flat[relevant.ravel()], minlength=size).reshape(n_queries, span)
             return n.astype(np.float64), r.astype(np.float64)
-    order = np.argsort(distances, axis=1, kind="stable")
+    order = np.argsort(distances, axis=1)  # floats (integers were counted above); ties group whatever their order
     sorted_d = np.take_along_axis(distances, order, axis=1)
     new_group = np.ones(distances.shape, dtype=bool)
     new_group[:, 1:] = sorted_d[:, 1:] != sorted_d[:, :-1]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cbir.codes import pack_bits
+from cbir.codes import MAX_BITS, pack_bits
 from cbir.io import ROLES, read_descriptors, write_descriptors, write_parquet
-from cbir.models import Backbone, build_backbone
+from cbir.models import Backbone, build_backbone, load_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -54,26 +55,64 @@ class SSDHHead(nn.Module):
         return activations, self.classifier(activations)
 
 
-class SSDHNet(nn.Module):
-    """A backbone's trunk followed by an SSDH head; it has what the fine-tuning loop needs of a
-    backbone (``arch``, ``head``, ``trunk_parameters``, ``layers``), with the layer ``latent``."""
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward; the gradient multiplied by ``scale`` on the way back."""
 
-    def __init__(self, backbone: Backbone, n_bits: int, n_classes: int):
+    @staticmethod
+    def forward(ctx, x, scale: float):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.scale, None
+
+
+class SSDHNet(nn.Module):
+    """A backbone's trunk followed by one SSDH head per code length in ``bits``; it has what the
+    fine-tuning loop needs of a backbone (``arch``, ``head``, ``trunk_parameters``, ``layers``).
+
+    Layers: ``latent/<L>`` and ``logits/<L>`` per head; ``latent`` and ``logits`` are those of the
+    shortest code (a network of one code length has just those). With several heads (code lengths
+    trained together) each head gets the gradient of its own loss and the shared trunk the mean
+    of the heads' gradients, so that the sum of the losses trains each head as if it were alone
+    and the trunk at the pace of one.
+    """
+
+    def __init__(self, backbone: Backbone, bits: int | Sequence[int], n_classes: int):
         super().__init__()
         self.arch = backbone.arch
         self.backbone = backbone
-        self.head = SSDHHead(backbone.head.in_features, n_bits, n_classes)
+        self.bits = tuple(sorted({int(bits)} if isinstance(bits, (int, np.integer)) else {int(b) for b in bits}))
+        if not self.bits:
+            raise ValueError("SSDH needs at least one code length")
+        self.heads = nn.ModuleDict({str(b): SSDHHead(backbone.head.in_features, b, n_classes) for b in self.bits})
+
+    @property
+    def head(self) -> nn.ModuleDict:
+        return self.heads
 
     def trunk_parameters(self):
         return self.backbone.trunk_parameters()
 
     def layers(self, x: torch.Tensor, wanted=("latent", "logits")) -> dict[str, torch.Tensor]:
-        out = {"penultimate": self.backbone.layers(x, ("penultimate",))["penultimate"]}
-        out["latent"], out["logits"] = self.head(out["penultimate"])
+        shared = self.backbone.layers(x, ("penultimate",))["penultimate"]
+        if len(self.bits) > 1 and shared.requires_grad:
+            shared = _ScaleGradient.apply(shared, 1 / len(self.bits))
+        out = {"penultimate": shared}
+        for b in self.bits:
+            out[f"latent/{b}"], out[f"logits/{b}"] = self.heads[str(b)](shared)
+        out["latent"], out["logits"] = out[f"latent/{self.bits[0]}"], out[f"logits/{self.bits[0]}"]
         return {name: out[name] for name in wanted}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x, ("logits",))["logits"]
+
+    def single(self, n_bits: int) -> "SSDHNet":
+        """The network of one code length: the trunk (shared, not copied) and that head."""
+        net = SSDHNet(self.backbone, n_bits, self.heads[str(n_bits)].classifier.out_features)
+        net.heads[str(n_bits)] = self.heads[str(n_bits)]
+        return net
 
 
 def ssdh_loss(logits: torch.Tensor, labels: torch.Tensor, activations: torch.Tensor, alpha: float, beta: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -88,15 +127,24 @@ def ssdh_loss(logits: torch.Tensor, labels: torch.Tensor, activations: torch.Ten
 
 
 class SSDHObjective:
-    """The SSDH loss as an objective of :func:`cbir.training.finetune`."""
+    """The SSDH loss as an objective of :func:`cbir.training.finetune`: summed over the
+    network's heads; with several, each head's terms and accuracy are logged as ``<term>_<L>``."""
 
     def __init__(self, alpha: float, beta: float):
         self.alpha, self.beta = alpha, beta
 
     def __call__(self, model: SSDHNet, images: torch.Tensor, labels: torch.Tensor):
-        out = model.layers(images, ("latent", "logits"))
-        loss, terms = ssdh_loss(out["logits"], labels, out["latent"], self.alpha, self.beta)
-        return loss, out["logits"], terms
+        out = model.layers(images, [f"{layer}/{b}" for b in model.bits for layer in ("latent", "logits")])
+        total, logged = 0, {}
+        for b in model.bits:
+            loss, terms = ssdh_loss(out[f"logits/{b}"], labels, out[f"latent/{b}"], self.alpha, self.beta)
+            total = total + loss
+            if len(model.bits) == 1:
+                logged = terms
+            else:
+                terms["accuracy"] = (out[f"logits/{b}"].detach().argmax(1) == labels).float().mean()
+                logged.update({f"{name}_{b}": value for name, value in terms.items()})
+        return total, out[f"logits/{model.bits[0]}"], logged
 
 
 def binary_codes(activations: np.ndarray) -> np.ndarray:
@@ -121,63 +169,89 @@ def train_ssdh(
     ssdh_cfg: dict,
     dataset_kind: str,
     seed: int,
-    n_bits: int,
-    model_path,
-    codes_path,
-    history_path,
+    outputs: dict[int, dict],
     weights_path: str | None = None,
     image_cache=None,
 ) -> pd.DataFrame:
-    """Train SSDH end to end on the split's training images; write the model, every image's
-    ``n_bits``-bit code and the per-epoch history.
+    """Train SSDH end to end on the split's training images, one head per code length of
+    ``outputs`` (``{n_bits: {"model", "codes", "history"}: path}``), all on one trunk; write each
+    length's network, every image's code and the per-epoch history. Returns the joint history.
 
     The network starts from the backbone's configured weights (or ``weights_path``) and trains
     with the backbone's ``finetune`` recipe, updated by ``ssdh_cfg["finetune"]``; ``ssdh_cfg``
-    also holds ``alpha`` and ``beta``. Resumable from ``<model_path>.resume`` like fine-tuning.
+    also holds ``alpha`` and ``beta``. Several lengths share every pass of the trunk
+    (:class:`SSDHNet`); one length is the paper's training. Resumable like fine-tuning.
     """
     from cbir.features import MIRROR_INVARIANT, image_set, load_backbone, split_images, training_sets
     from cbir.training import fingerprint, finetune, resolve_device, run_layers, save_checkpoint, seed_everything
 
+    bits = sorted(outputs)
     images = split_images(manifest_path, split_path)
     options = {**training_recipe(backbone_cfg, ssdh_cfg), "head_only": False}
     n_classes = int(images["label"].max()) + 1
     seed_everything(seed)
     backbone, mode = load_backbone(backbone_cfg, dataset_kind, weights_path)
     backbone.replace_head(n_classes)  # unused by SSDH; sized to the data so that the file says how to rebuild it
-    net = SSDHNet(backbone, n_bits, n_classes)
+    net = SSDHNet(backbone, bits, n_classes)
     size = backbone_cfg["input_size"]
     train_set, val_set = training_sets(images, options, seed, mode, size, image_cache, manifest_path)
-    resume_path = Path(str(model_path) + ".resume")
-    run_id = fingerprint("ssdh", backbone_cfg, ssdh_cfg, n_bits, dataset_kind, seed, images.loc[images["train"], "image_id"].tolist(), weights_path)
-    log.info("SSDH end to end: %d bits, alpha %g, beta %g", n_bits, ssdh_cfg["alpha"], ssdh_cfg["beta"])
+    resume_path = Path(str(outputs[bits[0]]["model"]) + ".resume")
+    run_id = fingerprint("ssdh", backbone_cfg, ssdh_cfg, bits, dataset_kind, seed, images.loc[images["train"], "image_id"].tolist(), weights_path)
+    log.info("SSDH end to end: %s bits on one trunk, alpha %g, beta %g", "/".join(map(str, bits)), ssdh_cfg["alpha"], ssdh_cfg["beta"])
     history = finetune(net, train_set, val_set, options, dataset_kind in MIRROR_INVARIANT, seed, resume_path, run_id, objective=SSDHObjective(ssdh_cfg["alpha"], ssdh_cfg["beta"]))
 
     device = resolve_device(options["device"])
     batch_size = 1024 if device.type == "cuda" else 256
-    activations = run_layers(net, image_set(images, mode, size, image_cache, manifest_path), ("latent",), batch_size, options["workers"], device, progress=True, resident_gib=options.get("resident_gib"))["latent"]
-    save_checkpoint(
-        {"arch": net.arch, "n_bits": n_bits, "n_classes": n_classes, "input_mode": mode, "input_size": size, "state_dict": net.state_dict()},
-        Path(model_path),
-    )
-    _write_codes(codes_path, images, activations, n_bits)
-    write_parquet(history, history_path)
+    latents = [f"latent/{b}" for b in bits]
+    activations = run_layers(net, image_set(images, mode, size, image_cache, manifest_path), latents, batch_size, options["workers"], device, progress=True, resident_gib=options.get("resident_gib"))
+    for b in bits:
+        save_checkpoint(
+            {"arch": net.arch, "n_bits": b, "n_classes": n_classes, "input_mode": mode, "input_size": size, "state_dict": net.single(b).state_dict()},
+            Path(outputs[b]["model"]),
+        )
+        _write_codes(outputs[b]["codes"], images, activations[f"latent/{b}"], b)
+        write_parquet(_history_of(history, b, len(bits)), outputs[b]["history"])
     resume_path.unlink(missing_ok=True)
     return history
 
 
+def _history_of(history: pd.DataFrame, n_bits: int, n_heads: int) -> pd.DataFrame:
+    """One code length's view of a joint history: its own terms and training accuracy under the
+    usual names (``train_loss`` stays the heads' sum; validation is the shortest code's)."""
+    if n_heads == 1:
+        return history
+    own = {f"train_{name}_{n_bits}": f"train_{name}" for name in (*TERMS, "accuracy")}
+    others = [c for c in history.columns if c.startswith("train_") and c not in own and c.rsplit("_", 1)[-1].isdigit()]
+    return history.drop(columns=["train_accuracy", *others]).rename(columns=own)
+
+
+def _check_sizes(saved, path, what: str, sizes: dict[str, int]) -> dict:
+    """The saved dict of a model file, its sizes checked to be integers in their ranges."""
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} is not an {what}: it holds a {type(saved).__name__}")
+    for key, limit in sizes.items():
+        value = saved.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+            raise ValueError(f"{path} is not an {what}: {key} is {value!r}, expected an integer from 1 to {limit}")
+    return saved
+
+
 def load_ssdh(path) -> SSDHNet:
     """A network written by :func:`train_ssdh` (loaded with ``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"SSDH model not found: {path}")
+    saved = _check_sizes(load_torch_file(path, "SSDH model"), path, "SSDH model", {"n_bits": MAX_BITS, "n_classes": 100_000})
+    if saved.get("input_mode") not in ("L", "RGB"):
+        raise ValueError(f"{path} is not an SSDH model: input_mode is {saved.get('input_mode')!r}")
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
         backbone = build_backbone(saved["arch"], "none", in_channels=len(saved["input_mode"]), n_classes=saved["n_classes"])
         net = SSDHNet(backbone, saved["n_bits"], saved["n_classes"])
         net.load_state_dict(saved["state_dict"])
     except (KeyError, RuntimeError, ValueError, TypeError) as err:
-        raise ValueError(f"{path} is not an SSDH model written by train_ssdh: {err.__class__.__name__}: {err}") from err
+        raise ValueError(f"{path} is not an SSDH model written by train_ssdh: {err.__class__.__name__}: {_first_line(err)}") from None
     return net
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().split("\n", 1)[0][:300]
 
 
 def _write_codes(codes_path, index: pd.DataFrame, activations: np.ndarray, n_bits: int) -> None:
@@ -272,13 +346,10 @@ def train_ssdh_head(features_path, ssdh_cfg: dict, seed: int, n_bits: int, model
 
 def load_ssdh_head(path) -> SSDHHead:
     """A head written by :func:`train_ssdh_head` (loaded with ``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"SSDH head not found: {path}")
+    saved = _check_sizes(load_torch_file(path, "SSDH head"), path, "SSDH head", {"in_features": 100_000, "n_bits": MAX_BITS, "n_classes": 100_000})
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
         head = SSDHHead(saved["in_features"], saved["n_bits"], saved["n_classes"])
         head.load_state_dict(saved["state_dict"])
     except (KeyError, RuntimeError, TypeError) as err:
-        raise ValueError(f"{path} is not an SSDH head written by train_ssdh_head: {err.__class__.__name__}: {err}") from err
+        raise ValueError(f"{path} is not an SSDH head written by train_ssdh_head: {err.__class__.__name__}: {_first_line(err)}") from None
     return head

@@ -180,6 +180,21 @@ def evaluation_files(name, pipeline=None):
     return [paths.evaluation(e["dataset"], e["seed"], e["descriptor"], name) for e in evaluations(pipeline)]
 
 
+SSDH_JOINT = config["hashing"]["ssdh"]["joint"]
+#: What names an end-to-end SSDH job: the code lengths trained together on one trunk, or one length.
+SSDH_JOB = "joint" if SSDH_JOINT else "{bits}"
+
+
+def ssdh_outputs(name):
+    """The file ``name`` of each code length an SSDH job writes."""
+    bits = config["hashing"]["bits"] if SSDH_JOINT else ["{bits}"]
+    return [paths.hashing("{dataset}", "{seed}", "{backbone}", "ssdh", b, name) for b in bits]
+
+
+def ssdh_bits(wc):
+    return config["hashing"]["bits"] if SSDH_JOINT else [int(wc.bits)]
+
+
 def hashing_runs():
     """Each fine-tuned (dataset, seed, backbone)."""
     return [{"dataset": d, "seed": s, "backbone": b} for d, cfg in config["datasets"].items() for s in SEEDS for b in cfg["hashing"]]

@@ -1,8 +1,9 @@
 """Hashing stage: one hasher per dataset x seed x backbone x method x code length.
 
 Hashers fitted on the fine-tuned features (BA, ITQ, PCAH, LSH, SH, CCA-ITQ) share one rule; SSDH
-learns its codes with a network, end to end on the images (``ssdh``) or as a head on the frozen
-features (``ssdh_head``). Every one writes the codes of every image as a descriptor file.
+learns its codes with a network, end to end on the images (``ssdh``; by default every code length
+on one trunk, in one job) or as a head on the frozen features (``ssdh_head``). Every one writes
+the codes of every image as a descriptor file.
 """
 
 
@@ -34,6 +35,7 @@ rule train_hash:
         "../scripts/train_hash.py"
 
 
+# One job per code length, or (`hashing.ssdh.joint`) one job training every length on one trunk.
 rule train_ssdh:
     input:
         manifest=lambda wc: paths.manifest(wc.dataset),
@@ -46,15 +48,17 @@ rule train_ssdh:
             else weights_file(wc.backbone, wc.seed)
         ),
     output:
-        model=paths.hashing("{dataset}", "{seed}", "{backbone}", "ssdh", "{bits}", "model.pt"),
-        codes=paths.hashing("{dataset}", "{seed}", "{backbone}", "ssdh", "{bits}", "descriptors.parquet"),
-        history=paths.hashing("{dataset}", "{seed}", "{backbone}", "ssdh", "{bits}", "history.parquet"),
+        model=ssdh_outputs("model.pt"),
+        codes=ssdh_outputs("descriptors.parquet"),
+        history=ssdh_outputs("history.parquet"),
     log:
-        paths.log("{dataset}", "seed{seed}", "hashing", "{backbone}", "ssdh", "{bits}"),
+        paths.log("{dataset}", "seed{seed}", "hashing", "{backbone}", "ssdh", SSDH_JOB),
     benchmark:
-        paths.benchmark("{dataset}", "seed{seed}", "hashing", "{backbone}", "ssdh", "{bits}")
+        paths.benchmark("{dataset}", "seed{seed}", "hashing", "{backbone}", "ssdh", SSDH_JOB)
     wildcard_constraints:
         bits=r"\d+",
+    # Trains a network: started before the hashers and evaluations that are ready beside it.
+    priority: 2
     conda:
         ENV
     threads: backbone_threads
@@ -63,6 +67,7 @@ rule train_ssdh:
     params:
         backbone=training_params,
         ssdh={k: v for k, v in config["hashing"]["ssdh"].items() if k != "head_only"},
+        bits=ssdh_bits,
         kind=lambda wc: dataset_cfg(wc.dataset)["kind"],
         seed=lambda wc: int(wc.seed),
     script:

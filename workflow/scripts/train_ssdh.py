@@ -1,4 +1,4 @@
-"""Train SSDH end to end on a split's training images and write every image's code."""
+"""Train SSDH end to end on a split's training images (one code length, or several on one trunk) and write every image's codes."""
 
 import os
 import sys
@@ -20,10 +20,10 @@ with logged(snakemake.log[0]):
         snakemake.params.ssdh,
         snakemake.params.kind,
         snakemake.params.seed,
-        int(snakemake.wildcards.bits),
-        snakemake.output.model,
-        snakemake.output.codes,
-        snakemake.output.history,
+        {
+            bits: {"model": model, "codes": codes, "history": history}
+            for bits, model, codes, history in zip(snakemake.params.bits, snakemake.output.model, snakemake.output.codes, snakemake.output.history, strict=True)
+        },
         weights_path=snakemake.input.weights[0] if snakemake.input.weights else None,
         image_cache=snakemake.input.cache[0] if snakemake.input.cache else None,
     )
