@@ -1,14 +1,18 @@
-"""Validation mAP@k of a run's hash codes, to choose a recipe without looking at the test queries.
+"""Validation scores of a run's hash codes, to choose a recipe without looking at the test queries.
 
-The queries are the training images that training held out (the fine-tuning's seeded
+The queries are the training images that fine-tuning held out (its seeded
 ``validation_fraction``; for SSDH the same images, held out of its training too), each ranked
 against the run's database without itself (a protocol whose database is the training set has
-its held-out images in the database); labels are the ground truth. Several thousand queries
-instead of the test protocol's 1,000 make differences between recipes visible that the test
-numbers' seed-to-seed spread hides.
+its held-out images in the database). Two ground truths, as in the evaluation stage: class
+labels (mAP@k) and, with ``--neighbours``, the K Euclidean nearest database items in the float
+feature space the hashers were fitted on (tie-aware precision@K, the binary autoencoder paper's
+protocol; ``evaluation.neighbours`` gives K). Several thousand queries instead of the test
+protocol's 1,000 make differences between recipes visible that the test numbers' seed-to-seed
+spread hides. The unsupervised hashers fit on every training row (or on ``hashing.train_sample``
+of them), these included: the queries are held out from the CNN, not from the hasher.
 
     uv run python benchmarks/validation_map.py --configfile config/mnist.yaml
-    uv run python benchmarks/validation_map.py --configfile config/mnist.yaml --methods ssdh itq --results results
+    uv run python benchmarks/validation_map.py --configfile config/mnist.yaml --methods ba itq --neighbours --results results
 
 Prints one row per (dataset, method, bits, seed) and their mean ± sd over seeds. ``failed``
 counts queries whose AP is below 0.5 (mostly queries coded as another class). Descriptor files
@@ -24,9 +28,10 @@ import numpy as np
 import pandas as pd
 
 from cbir.config import load_config
+from cbir.evaluation import reference_space
 from cbir.features import validation_mask
 from cbir.io import read_descriptors
-from cbir.metrics import evaluate_distances
+from cbir.metrics import evaluate_distances, tie_aware_precision_at_k
 from cbir.paths import Layout
 from cbir.search import pairwise_hamming
 from cbir.ssdh import training_recipe
@@ -39,8 +44,26 @@ def held_out_fraction(config: dict, backbone: str, method: str) -> float:
     return recipe["validation_fraction"]
 
 
-def validation_map(codes_path, fraction: float, seed: int, k: int) -> dict:
-    """Validation mAP@k (%) of one descriptor file of binary codes."""
+def _neighbours_without_self(space: np.ndarray, queries: np.ndarray, database: np.ndarray, n_neighbours: int, chunk: int = 512) -> np.ndarray:
+    """(Q, N) bool: each query's ``n_neighbours`` nearest database items by Euclidean distance
+    in ``space`` (ties at the last included), the query itself left out."""
+    relevant = np.zeros((len(queries), len(database)), dtype=bool)
+    d = space[database].astype(np.float64)
+    d_sq = (d**2).sum(1)
+    for start in range(0, len(queries), chunk):
+        rows = queries[start : start + chunk]
+        q = space[rows].astype(np.float64)
+        dist = (q**2).sum(1)[:, None] + d_sq[None, :] - 2 * q @ d.T
+        dist[rows[:, None] == database[None, :]] = np.inf
+        kth = np.partition(dist, n_neighbours - 1, axis=1)[:, n_neighbours - 1 : n_neighbours]
+        relevant[start : start + chunk] = dist <= kth
+    return relevant
+
+
+def validation_map(codes_path, fraction: float, seed: int, k: int, reference=None, n_neighbours: int = 50) -> dict:
+    """Validation mAP@k (%) of one descriptor file of binary codes and, given ``reference``
+    (:func:`cbir.evaluation.reference_space` of the features they were learned from), the
+    tie-aware precision@``n_neighbours`` (%) on the neighbours ground truth."""
     codes = read_descriptors(codes_path)
     if not codes.is_binary:
         raise ValueError(f"{codes_path} holds features, not binary codes")
@@ -55,7 +78,13 @@ def validation_map(codes_path, fraction: float, seed: int, k: int) -> dict:
     is_self = queries[:, None] == database[None, :]
     distances[is_self], relevant[is_self] = codes.n_bits + 1, False
     ap = evaluate_distances(distances, relevant, k=k)["ap"]
-    return {"queries": len(queries), "val_map": 100 * ap.mean(), "failed": int((ap < 0.5).sum())}
+    scores = {"queries": len(queries), "val_map": 100 * ap.mean(), "failed": int((ap < 0.5).sum())}
+    if reference is not None:
+        if not np.array_equal(reference.image_id, codes.image_id):
+            raise ValueError(f"{codes_path} and its reference features list other images")
+        neighbours = _neighbours_without_self(reference.values, queries, database, n_neighbours)
+        scores["val_p@K"] = 100 * tie_aware_precision_at_k(distances, neighbours, [n_neighbours])[:, 0].mean()
+    return scores
 
 
 def main(argv=None) -> None:
@@ -63,16 +92,18 @@ def main(argv=None) -> None:
     parser.add_argument("--configfile", required=True)
     parser.add_argument("--results", help="the run's results folder (default: the config's results_dir)")
     parser.add_argument("--methods", nargs="+", help="hashing methods (default: the config's)")
+    parser.add_argument("--neighbours", action="store_true", help="also score the neighbours ground truth (tie-aware precision@K)")
     args = parser.parse_args(argv)
 
     config = load_config(args.configfile)
     layout = Layout(args.results or config["results_dir"], config["report_dir"])
-    k = config["evaluation"]["topk"]
+    k, n_neighbours = config["evaluation"]["topk"], config["evaluation"]["neighbours"]
     rows = []
-    line = "{dataset:<16} {backbone:<12} {method:<8} {bits:>4} {seed:>4} {queries:>7} {val_map:>7} {failed:>6}"
-    print(line.format(dataset="dataset", backbone="backbone", method="method", bits="bits", seed="seed", queries="queries", val_map="val mAP", failed="failed"))
+    line = "{dataset:<16} {backbone:<12} {method:<8} {bits:>4} {seed:>4} {queries:>7} {val_map:>7} {failed:>6}" + (" {val_p@K:>8}" if args.neighbours else "")
+    print(line.format(**{"dataset": "dataset", "backbone": "backbone", "method": "method", "bits": "bits", "seed": "seed", "queries": "queries", "val_map": "val mAP", "failed": "failed", "val_p@K": "val P@K"}))
     for dataset, cfg in config["datasets"].items():
         for backbone in cfg["hashing"]:
+            references = {}  # seed -> the features' space, read once
             for method in args.methods or config["hashing"]["methods"]:
                 if method == "ssdh_head":  # fitted on every training row's features: nothing is held out from it
                     print("skipped ssdh_head: it trains on every training image, the held-out ones too", flush=True)
@@ -84,14 +115,19 @@ def main(argv=None) -> None:
                         if not os.path.exists(path):  # a run in progress, or a subset of it
                             print(f"missing: {path}", flush=True)
                             continue
-                        row = {"dataset": dataset, "backbone": backbone, "method": method, "bits": bits, "seed": seed, **validation_map(path, fraction, seed, k)}
+                        if args.neighbours and seed not in references:
+                            features = layout.features(dataset, seed, backbone, "finetuned", config["backbones"][backbone]["feature_layer"])
+                            references[seed] = reference_space(features, config["hashing"]["preprocess"])
+                        reference = references.get(seed)
+                        row = {"dataset": dataset, "backbone": backbone, "method": method, "bits": bits, "seed": seed, **validation_map(path, fraction, seed, k, reference, n_neighbours)}
                         rows.append(row)
-                        print(line.format(**{**row, "val_map": f"{row['val_map']:.2f}"}), flush=True)
+                        print(line.format(**{**row, "val_map": f"{row['val_map']:.2f}", "val_p@K": f"{row.get('val_p@K', float('nan')):.2f}"}), flush=True)
     if not rows:
         raise SystemExit(f"no hash codes found under {layout.results}")
     table = pd.DataFrame(rows).groupby(["dataset", "backbone", "method", "bits"], sort=False)
-    summary = table["val_map"].agg(["mean", "std"]).join(table["failed"].mean().rename("failed (mean)"))
-    print(f"\nvalidation mAP@{k} (%), mean ± sd over seeds {config['seeds']}")
+    scores = ["val_map", *(["val_p@K"] if args.neighbours else [])]
+    summary = pd.concat([table[score].agg(["mean", "std"]).add_prefix(f"{score} ") for score in scores] + [table["failed"].mean().rename("failed (mean)")], axis=1)
+    print(f"\nvalidation mAP@{k}" + (f" and tie-aware precision@{n_neighbours} on Euclidean neighbours" if args.neighbours else "") + f" (%), mean ± sd over seeds {config['seeds']}")
     print(summary.to_string(float_format="{:.2f}".format))
 
 

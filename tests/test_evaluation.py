@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from cbir.codes import pack_bits
-from cbir.evaluation import evaluate
+from cbir.evaluation import evaluate, evaluate_all
 from cbir.io import write_descriptors
 from cbir.metrics import average_precision_at_k
 
@@ -186,3 +186,19 @@ def test_the_query_chunk_size_changes_no_number(tmp_path):
     for other in results[1:]:
         for name in ("ranking", "per_query", "pr"):
             pd.testing.assert_frame_equal(results[0][name], other[name])
+
+
+def test_a_method_s_code_lengths_evaluated_together_equal_one_by_one(tmp_path):
+    """evaluate_all reads the reference features once for every code file: the same numbers as
+    evaluating each file alone."""
+    features = descriptor_file(tmp_path / "f", binary=False)
+    codes = [descriptor_file(tmp_path / f"c{seed}", binary=True, seed=seed) for seed in (1, 2)]
+    together = [outputs(tmp_path / f"together{i}") for i in range(2)]
+    evaluate_all(codes, together, 20, reference_path=features, n_neighbours=5, n_timed=2)
+    for i, path in enumerate(codes):
+        alone = outputs(tmp_path / f"alone{i}")
+        evaluate(path, alone, k=20, reference_path=features, n_neighbours=5, n_timed=2)
+        for name in ("ranking", "per_query", "pr"):
+            pd.testing.assert_frame_equal(pd.read_parquet(together[i][name]), pd.read_parquet(alone[name]))
+    with pytest.raises(ValueError, match="2 descriptor files but 1"):
+        evaluate_all(codes, together[:1], 20)

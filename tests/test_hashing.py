@@ -21,7 +21,7 @@ from cbir.hashing.ba import _least_squares_decoder, _MACState, _Validator
 from cbir.hashing.svm import exact_line_search, fit_squared_hinge_svm, svm_objective
 from cbir.hashing.validation import hamming_distances, tie_aware_precision_at_k
 from cbir.hashing.zstep import box_qp, greedy_flips, zstep, zstep_exact, zstep_objective, zstep_relaxed
-from cbir.metrics import evaluate_distances, neighbour_relevance
+from cbir.metrics import evaluate_distances
 
 FAST = {"ba": {"max_iter": 5}}  # keep the BA fits in the API tests short
 

@@ -126,6 +126,36 @@ def test_one_epoch_lowers_training_loss(tmp_path):
     assert mean_loss(backbone, dataset) < 0.8 * before
 
 
+@pytest.mark.parametrize("schedule", ["step", "cosine", "onecycle"])
+def test_learning_rate_schedules(tmp_path, schedule):
+    """The rate at the end of each of 8 epochs: step keeps it until its step, cosine anneals it
+    to 0, onecycle rises over the first quarter (from a tenth of it) and then anneals to 0."""
+    dataset = ImageTensors(tiny_images(tmp_path, n=32), "L", 12)
+    options = {**OPTIONS, "epochs": 8, "lr": 0.1, "lr_step_epochs": 6, "schedule": schedule}
+    lr = finetune(build_backbone("smallcnn", "none", in_channels=1, n_classes=2), dataset, None, options, flip=False, seed=0)["lr"].to_numpy()
+    if schedule == "step":
+        np.testing.assert_allclose(lr, [0.1] * 5 + [0.01] * 3)
+    else:
+        peak = int(np.argmax(lr))
+        assert lr[-1] == pytest.approx(0, abs=1e-12) and np.all(np.diff(lr[peak:]) < 0)
+        assert peak == (1 if schedule == "onecycle" else 0) and lr[peak] == pytest.approx(0.1 if schedule == "onecycle" else 0.1 * 0.5 * (1 + np.cos(np.pi / 8)))
+        if schedule == "onecycle":
+            assert lr[0] == pytest.approx(0.1 * (0.1 + 0.9 * 0.5))  # half-way through the warm-up
+
+
+def test_bf16_precision_trains_on_a_cpu(tmp_path):
+    torch.manual_seed(0)
+    dataset = ImageTensors(tiny_images(tmp_path), "L", 12)
+    backbone = build_backbone("smallcnn", "none", in_channels=1, n_classes=2)
+    before = mean_loss(backbone, dataset)
+    finetune(backbone, dataset, None, {**OPTIONS, "precision": "bf16"}, flip=False, seed=0)
+    assert mean_loss(backbone, dataset) < 0.8 * before
+    features = run_layers(backbone, dataset, ("penultimate",), precision="bf16")["penultimate"]
+    assert features.dtype == np.float32 and np.isfinite(features).all()
+    with pytest.raises(ValueError, match="precision"):
+        finetune(backbone, dataset, None, {**OPTIONS, "precision": "half"}, flip=False, seed=0)
+
+
 def test_head_only_trains_only_the_head(tmp_path):
     dataset = ImageTensors(tiny_images(tmp_path), "L", 12)
     backbone = build_backbone("smallcnn", "none", in_channels=1, n_classes=2)

@@ -17,7 +17,7 @@ from workflow import job_counts, snakemake
 
 BASE = yaml.safe_load((REPO / "config.yaml").read_text())
 SEEDS = BASE["seeds"]
-N_HASHING = len(BASE["hashing"]["methods"]) * len(BASE["hashing"]["bits"])
+N_METHODS = len(BASE["hashing"]["methods"])
 # SSDH trains a network, so it has its own rules; every other method is one train_hash job.
 HASH_RULE = {"ssdh": "train_ssdh", "ssdh_head": "train_ssdh_head"}
 
@@ -46,15 +46,17 @@ def test_nothing_changed_nothing_planned(default_run, tmp_path):
 
 
 def test_new_bit_length_reruns_hashing_evaluation_and_report(default_run, tmp_path):
+    """A new length trains only its codes (SSDH's heads train together) and evaluates each
+    method's codes again (a method's lengths are evaluated in one job)."""
     jobs = planned(default_run, tmp_path, lambda c: c["hashing"]["bits"].append(16))
     runs = len(BASE["hashing"]["methods"]) * len(SEEDS)
-    assert jobs == {**hashing_jobs(len(SEEDS), 1), "evaluate": runs, "report": 1, "all": 1}
+    assert jobs == {**hashing_jobs(len(SEEDS), 1), "evaluate_codes": runs, "report": 1, "all": 1}
 
 
 def test_hashing_option_reruns_only_that_method(default_run, tmp_path):
     jobs = planned(default_run, tmp_path, lambda c: c["hashing"].setdefault("ba", {}).update(max_iter=7))
     runs = len(BASE["hashing"]["bits"]) * len(SEEDS)
-    assert jobs == {"train_hash": runs, "evaluate": runs, "report": 1, "all": 1}
+    assert jobs == {"train_hash": runs, "evaluate_codes": len(SEEDS), "report": 1, "all": 1}
 
 
 def test_backbone_change_reruns_its_training_and_what_follows_only(default_run, tmp_path):
@@ -62,14 +64,14 @@ def test_backbone_change_reruns_its_training_and_what_follows_only(default_run, 
     n = len(SEEDS)
     # The fine-tuned features and everything built on them; the pretrained features, and the
     # siamese/triplet models trained on those, are untouched.
-    assert jobs == {"finetune": n, "extract_features": n, **hashing_jobs(n, len(BASE["hashing"]["bits"])), "evaluate": (N_HASHING + 1) * n, "report": 1, "all": 1}
+    assert jobs == {"finetune": n, "extract_features": n, **hashing_jobs(n, len(BASE["hashing"]["bits"])), "evaluate_codes": N_METHODS * n, "evaluate_features": n, "report": 1, "all": 1}
 
 
 def test_another_seed_runs_only_that_repeat(default_run, tmp_path):
     jobs = planned(default_run, tmp_path, lambda c: c.update(seeds=[*SEEDS, 7]))
     assert jobs == {
         "sample_split": 1, "finetune": 1, "extract_features": 2, "train_metric_models": 1,
-        **hashing_jobs(1, len(BASE["hashing"]["bits"])), "evaluate": N_HASHING + 1, "evaluate_metric_models": 1, "report": 1, "all": 1,
+        **hashing_jobs(1, len(BASE["hashing"]["bits"])), "evaluate_codes": N_METHODS, "evaluate_features": 1, "evaluate_metric_models": 1, "report": 1, "all": 1,
     }
 
 

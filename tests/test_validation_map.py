@@ -59,3 +59,26 @@ def test_a_row_per_code_file_of_the_default_run(default_run, capsys):
     assert [(r[2], int(r[3]), int(r[4])) for r in rows] == [(m, b, s) for m in ("ssdh", "itq") for b in (12, 24, 32, 48) for s in (0, 1)]
     assert all(0 < float(r[6]) <= 100 for r in rows)
     assert "validation mAP@1000 (%), mean ± sd over seeds [0, 1]" in lines
+
+
+def test_neighbours_of_a_held_out_image_leave_it_out(tmp_path):
+    """Codes that are the features' signs: validation precision@K on the features' Euclidean
+    neighbours, without each query finding itself, grows with the code length; against
+    themselves (the codes' own space) it is full marks."""
+    from cbir.evaluation import reference_space
+
+    rng = np.random.default_rng(2)
+    n = 400
+    features = rng.normal(size=(n, 32)).astype(np.float32)
+    index = pd.DataFrame({"image_id": [f"i{i}" for i in range(n)], "label": np.arange(n) % 4, "train": True, "database": True, "query": False})
+    write_descriptors(tmp_path / "features.parquet", index, features)
+    reference = reference_space(tmp_path / "features.parquet", "none")
+    scores = {}
+    for bits in (4, 32):
+        write_descriptors(tmp_path / f"codes{bits}.parquet", index, pack_bits(features[:, :bits] > 0), n_bits=bits)
+        scores[bits] = validation_map.validation_map(tmp_path / f"codes{bits}.parquet", 0.1, 0, 50, reference, n_neighbours=10)["val_p@K"]
+    assert 0 < scores[4] < scores[32] < 100
+    binary = (features > 0).astype(np.float32)
+    write_descriptors(tmp_path / "binary.parquet", index, binary)
+    result = validation_map.validation_map(tmp_path / "codes32.parquet", 0.1, 0, 50, reference_space(tmp_path / "binary.parquet", "none"), n_neighbours=10)
+    assert result["val_p@K"] == pytest.approx(100.0)

@@ -16,6 +16,7 @@ It also times single-query searches (one thread), the latency a user sees.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -52,19 +53,34 @@ def load(path) -> tuple[Descriptors, Descriptors, Descriptors]:
     return descriptors, database, queries
 
 
-def _reference_space(descriptors: Descriptors, reference_path, preprocess: str) -> np.ndarray:
-    """The reference features in the space the hasher was trained on, row-aligned with ``descriptors``."""
+def reference_space(reference_path, preprocess: str) -> Descriptors:
+    """The reference features in the space the hashers were trained on (preprocessing fitted on
+    their training rows): read once for every code file of an evaluation job."""
     reference = read_descriptors(reference_path)
     if reference.is_binary:
         raise ValueError(f"{reference_path} holds binary codes, not features")
+    params = fit_preprocessing(preprocess, reference.values[reference.train])
+    return replace(reference, values=apply_preprocessing(params, reference.values))
+
+
+def _aligned(descriptors: Descriptors, reference: Descriptors, reference_path) -> np.ndarray:
+    """The reference space's rows in the order of ``descriptors``."""
     if not np.array_equal(reference.image_id, descriptors.image_id):
         position = pd.Series(np.arange(len(reference)), index=reference.image_id)
         missing = set(descriptors.image_id) - set(reference.image_id)
         if missing:
             raise ValueError(f"{reference_path} lacks images of the descriptor file: {sorted(missing)[:5]}")
         reference = reference.subset_rows(position.loc[descriptors.image_id].to_numpy())
-    params = fit_preprocessing(preprocess, reference.values[reference.train])
-    return apply_preprocessing(params, reference.values)
+    return reference.values
+
+
+def evaluate_all(descriptor_paths, outputs: list[dict], k: int, *, reference_path=None, preprocess: str = "l2", **options) -> list[pd.DataFrame]:
+    """:func:`evaluate` for several descriptor files (``outputs`` in their order), reading the
+    reference features of the neighbours ground truth, when given, once for all of them."""
+    if len(outputs) != len(descriptor_paths):
+        raise ValueError(f"{len(descriptor_paths)} descriptor files but {len(outputs)} sets of outputs")
+    reference = reference_space(reference_path, preprocess) if reference_path is not None else None
+    return [evaluate(path, out, k, reference=reference, reference_path=reference_path, **options) for path, out in zip(descriptor_paths, outputs)]
 
 
 def evaluate(
@@ -73,6 +89,7 @@ def evaluate(
     k: int,
     *,
     reference_path=None,
+    reference: Descriptors | None = None,
     preprocess: str = "l2",
     n_neighbours: int = 50,
     holidays: bool = False,
@@ -85,7 +102,8 @@ def evaluate(
 
     ``outputs`` maps ``ranking``, ``timing``, ``per_query``, ``summary`` and ``pr`` to paths.
     With ``reference_path`` (the float features the descriptors were computed from) the
-    ``neighbours`` ground truth is scored beside ``labels``. Per query and ground truth: AP@k
+    ``neighbours`` ground truth is scored beside ``labels``; ``reference`` is that file already
+    read by :func:`reference_space` (else it is read here). Per query and ground truth: AP@k
     (the hashing literature's convention) and its tie-aware version, AP over the whole database,
     precision at 1..100 (conventional and tie-aware), recall@k, and for Holidays the official AP.
     """
@@ -94,7 +112,9 @@ def evaluate(
     k = min(k, len(database))
     relevance = {"labels": lambda rows: queries.label[rows, None] == database.label[None, :]}
     if reference_path is not None:
-        space = _reference_space(descriptors, reference_path, preprocess)
+        if reference is None:
+            reference = reference_space(reference_path, preprocess)
+        space = _aligned(descriptors, reference, reference_path)
         q_space, d_space = space[descriptors.query], space[descriptors.database]
         relevance["neighbours"] = lambda rows: neighbour_relevance(q_space[rows], d_space, n_neighbours)
 

@@ -185,7 +185,7 @@ def _layer_features(images: pd.DataFrame, manifest_path, backbone_cfg: dict, dat
     dataset = image_set(images, mode, backbone_cfg["input_size"], image_cache, manifest_path)
     options = backbone_cfg["finetune"]
     batch_size = batch_size or (1024 if device.type == "cuda" else 256)
-    features = run_layers(backbone, dataset, (layer,), batch_size, options["workers"], device, progress=True, resident_gib=options.get("resident_gib"))[layer]
+    features = run_layers(backbone, dataset, (layer,), batch_size, options["workers"], device, progress=True, resident_gib=options.get("resident_gib"), precision=options.get("precision", "auto"))[layer]
     if not np.isfinite(features).all():
         raise ValueError(f"non-finite {layer} features from {weights_path or backbone_cfg['weights']}")
     return features

@@ -23,10 +23,11 @@ or ``features/<backbone>/<stage>/<layer>`` (the features themselves, searched by
 
 from __future__ import annotations
 
-#: The descriptor names a rule's wildcard may take: each searched on its own ...
-SEARCHED_ALONE_PATTERN = r"hashing/[^/]+/[^/]+/\d+|features/[^/]+/(finetuned|pretrained)/[^/]+"
-#: ... and every descriptor, also the siamese/triplet models' (searched together, one job per repeat).
-DESCRIPTOR_PATTERN = SEARCHED_ALONE_PATTERN + r"|metric/[^/]+/[^/]+"
+#: The descriptor names a rule's wildcard may take: features (evaluated alone) ...
+FEATURES_PATTERN = r"features/[^/]+/(finetuned|pretrained)/[^/]+"
+#: ... and every descriptor, also hash codes (evaluated a method at a time) and the
+#: siamese/triplet models' FC8 (evaluated together).
+DESCRIPTOR_PATTERN = FEATURES_PATTERN + r"|hashing/[^/]+/[^/]+/\d+|metric/[^/]+/[^/]+"
 
 
 def descriptor_names(config: dict, dataset: str) -> list[str]:

@@ -24,7 +24,7 @@ from cbir.config import PIXEL_ARRAY_KINDS
 from cbir.datasets import ImageReader, load_image, read_manifest, to_mode
 from cbir.io import read_descriptors
 from cbir.paths import Layout, descriptor_names
-from cbir.training import Augment, image_tensor, seed_everything
+from cbir.training import Augment, image_tensor, mixed_precision, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class SearchEngine:
         seed_everything(seed)  # a randomly initialised backbone is the one the pipeline used
         self.backbone, self.mode = load_backbone(backbone_cfg, dataset_kind, weights)
         self.backbone = (network or self.backbone).eval()
-        self.size = backbone_cfg["input_size"]
+        self.size, self.precision = backbone_cfg["input_size"], backbone_cfg["finetune"]["precision"]
         self.augment = Augment(*input_normalization(backbone_cfg["arch"], len(self.mode)), flip=False)
         database = read_descriptors(_need(Path(paths.descriptor(dataset, seed, descriptor)))).subset("database")
         self.database = database
@@ -149,7 +149,9 @@ class SearchEngine:
         """Descriptors (float features, or packed codes) of PIL images."""
         # the same colour mode and resizing as the pipeline's image input
         batch = torch.stack([image_tensor(to_mode(image, self.mode), self.size) for image in images])
-        return self.describe(self.backbone.layers(self.augment(batch), (self.layer,))[self.layer].float().numpy())
+        with mixed_precision(torch.device("cpu"), self.precision, training=False):  # as the database was embedded on a CPU
+            layer = self.backbone.layers(self.augment(batch), (self.layer,))[self.layer]
+        return self.describe(layer.float().numpy())
 
     def search(self, paths: list[str | Path], k: int = 10) -> tuple[pd.DataFrame, list[QueryError]]:
         """Top ``k`` database images for each readable image file; unreadable files are skipped

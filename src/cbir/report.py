@@ -434,7 +434,7 @@ def write_report(entries, histories, traces, showcases, models: list[str], n_nei
             "Euclidean distance in the float feature space the hashers were trained on, the binary autoencoder paper's protocol. Rows marked quoted are copied from the first paper's Table II "
             "(other features; CNNH/CNNH+ under another protocol), for orientation only."
         )
-        write_text(f"### Table II: hashing methods\n\n" + "\n\n".join(texts) + f"\n\n{note}\n\nProvenance: {describe(record)}.\n", out["table2_md"])
+        write_text("### Table II: hashing methods\n\n" + "\n\n".join(texts) + f"\n\n{note}\n\nProvenance: {describe(record)}.\n", out["table2_md"])
         runs = pd.concat([read_parquet(h["path"]).assign(run=h["run"], seed=h["seed"]) for h in histories], ignore_index=True)
         finetune_figure(runs, out["fig4"])
         curves = pd.concat([read_parquet(e["pr"]).assign(seed=e["seed"], dataset=e["dataset"], **parse_descriptor(e["descriptor"])) for e in entries if e["descriptor"].startswith("hashing/")], ignore_index=True)

@@ -203,7 +203,7 @@ def train_ssdh(
     device = resolve_device(options["device"])
     batch_size = 1024 if device.type == "cuda" else 256
     latents = [f"latent/{b}" for b in bits]
-    activations = run_layers(net, image_set(images, mode, size, image_cache, manifest_path), latents, batch_size, options["workers"], device, progress=True, resident_gib=options.get("resident_gib"))
+    activations = run_layers(net, image_set(images, mode, size, image_cache, manifest_path), latents, batch_size, options["workers"], device, progress=True, resident_gib=options.get("resident_gib"), precision=options.get("precision", "auto"))
     for b in bits:
         save_checkpoint(
             {"arch": net.arch, "n_bits": b, "n_classes": n_classes, "input_mode": mode, "input_size": size, "state_dict": net.single(b).state_dict()},

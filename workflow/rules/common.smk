@@ -6,7 +6,7 @@ import os
 import re
 
 from cbir.config import GRAYSCALE_KINDS, METRIC_MODELS, PIXEL_ARRAY_KINDS, input_mode, pixels_are_cache
-from cbir.paths import DESCRIPTOR_PATTERN, SEARCHED_ALONE_PATTERN, Layout, descriptor_names, parse_descriptor
+from cbir.paths import DESCRIPTOR_PATTERN, FEATURES_PATTERN, Layout, descriptor_names
 
 paths = Layout.of(config)
 SEEDS = config["seeds"]
@@ -73,7 +73,9 @@ def extraction_params(wc):
         "arch": cfg["arch"],
         "weights": weights_of(wc.backbone, wc.seed),
         "input_size": cfg["input_size"],
-        "finetune": {k: cfg["finetune"][k] for k in ("device", "workers")},
+        # Inference runs in bf16 on a GPU unless fp32 is asked for, never on a CPU: a bf16 training
+        # recipe extracts as auto does (cbir.training.mixed_precision).
+        "finetune": {k: cfg["finetune"][k] for k in ("device", "workers")} | {"precision": "fp32" if cfg["finetune"]["precision"] == "fp32" else "auto"},
     }
 
 
@@ -152,17 +154,6 @@ def hashed_layer(backbone):
 
 def hashing_features(wc):
     return paths.features(wc.dataset, wc.seed, wc.backbone, "finetuned", hashed_layer(wc.backbone))
-
-
-def reference_features(wc):
-    """The float features a hash code's neighbours ground truth is measured in: the features the
-    hasher was trained on. Other descriptors are scored on class labels only: the siamese/triplet
-    models live in their own space, and the features' neighbours are the ground truth itself."""
-    fields = parse_descriptor(wc.descriptor)
-    if fields["pipeline"] != "hashing":
-        return []
-    backbone = fields["backbone"]
-    return [paths.features(wc.dataset, wc.seed, backbone, "finetuned", hashed_layer(backbone))]
 
 
 def evaluations(pipeline=None):
@@ -267,6 +258,16 @@ def folder_listing(root):
 
 def metric_outputs(name):
     return [paths.metric("{dataset}", "{seed}", "{backbone}", model, name) for model in config["metric_learning"]["models"]]
+
+
+def method_descriptors(wc):
+    """The descriptors of a hashing method's codes: one per code length."""
+    return [f"hashing/{wc.backbone}/{wc.method}/{bits}" for bits in config["hashing"]["bits"]]
+
+
+def code_evaluations(name):
+    """One evaluation file ``name`` per code length of a (dataset, seed, backbone, method)."""
+    return [paths.evaluation("{dataset}", "{seed}", f"hashing/{{backbone}}/{{method}}/{bits}", name) for bits in config["hashing"]["bits"]]
 
 
 def metric_evaluations(name):

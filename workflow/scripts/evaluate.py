@@ -1,4 +1,4 @@
-"""Search a descriptor file's queries once: ranking, time per query, metrics under both ground truths."""
+"""Search each descriptor file's queries once: ranking, time per query, metrics under both ground truths."""
 
 import sys
 
@@ -6,16 +6,16 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # cbir, also inside a co
 
 from threadpoolctl import threadpool_limits
 
-from cbir.evaluation import evaluate
+from cbir.evaluation import evaluate_all
 from cbir.logs import logged
 from cbir.provenance import provenance
 
 with logged(snakemake.log[0]), threadpool_limits(snakemake.threads):
-    evaluate(
+    evaluate_all(
         snakemake.input.descriptors,
-        dict(snakemake.output.items()),
+        [{name: files[i] for name, files in snakemake.output.items()} for i in range(len(snakemake.input.descriptors))],
         snakemake.params.k,
-        reference_path=snakemake.input.reference[0] if snakemake.input.reference else None,
+        reference_path=snakemake.input.reference if snakemake.params.reference else None,
         preprocess=snakemake.params.preprocess,
         n_neighbours=snakemake.params.neighbours,
         holidays=snakemake.params.holidays,
