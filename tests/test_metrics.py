@@ -27,6 +27,7 @@ from cbir.metrics import (
     relevance_from_labels,
     score_ap_from_ranks_1,
     tie_aware_average_precision_at_k,
+    tie_aware_precision_at_k,
     top_k_by_distance,
 )
 from cbir.search import HammingIndex
@@ -378,3 +379,16 @@ def test_tie_aware_precision_is_the_mean_over_orderings():
     rel = rng.random((4, 9)) < 0.5
     ranked = np.take_along_axis(rel, np.argsort(distinct, axis=1), axis=1)
     np.testing.assert_allclose(tie_aware_precision_at_k(distinct, rel, [4])[:, 0], ranked[:, :4].mean(1))
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float32])
+def test_a_ranking_passed_in_changes_no_number(dtype):
+    """evaluate_distances and tie_aware_precision_at_k given the rows' full ranking (as the
+    evaluation stage passes it, to sort once) equal the results that sort for themselves."""
+    rng = np.random.default_rng(7)
+    distances = rng.integers(0, 20, (30, 80)).astype(dtype)
+    relevant = rng.random((30, 80)) < 0.3
+    order = top_k_by_distance(distances, None)
+    for k in (10, None):
+        pd.testing.assert_frame_equal(evaluate_distances(distances, relevant, k, chunk_size=7), evaluate_distances(distances, relevant, k, chunk_size=7, order=order))
+    np.testing.assert_array_equal(tie_aware_precision_at_k(distances, relevant, [1, 5, 50]), tie_aware_precision_at_k(distances, relevant, [1, 5, 50], order=order))

@@ -59,6 +59,11 @@ def test_hashing_option_reruns_only_that_method(default_run, tmp_path):
     assert jobs == {"train_hash": runs, "evaluate_codes": len(SEEDS), "report": 1, "all": 1}
 
 
+def test_one_method_s_training_sample_reruns_that_method_only(default_run, tmp_path):
+    jobs = planned(default_run, tmp_path, lambda c: c["hashing"].update(train_sample={"ba": 600}))
+    assert jobs == {"train_hash": len(BASE["hashing"]["bits"]) * len(SEEDS), "evaluate_codes": len(SEEDS), "report": 1, "all": 1}
+
+
 def test_backbone_change_reruns_its_training_and_what_follows_only(default_run, tmp_path):
     jobs = planned(default_run, tmp_path, lambda c: c["backbones"]["smallcnn"]["finetune"].update(epochs=3))
     n = len(SEEDS)

@@ -175,10 +175,10 @@ def _per_query(distances, relevant, order, k, n_neighbours, holidays) -> pd.Data
     at K = ``n_neighbours``, the neighbours ground truth's headline."""
     cutoffs = [*PRECISION_AT, n_neighbours]
     names = [*map(str, PRECISION_AT), "K"]
-    at_k = evaluate_distances(distances, relevant, k)
-    whole = evaluate_distances(distances, relevant, None)
+    at_k = evaluate_distances(distances, relevant, k, order=order)
+    whole = evaluate_distances(distances, relevant, None, order=order)
     rel_ranked = np.take_along_axis(relevant, order, axis=1)
-    tie_aware_p = tie_aware_precision_at_k(distances, relevant, cutoffs)
+    tie_aware_p = tie_aware_precision_at_k(distances, relevant, cutoffs, order=order)
     frame = pd.DataFrame(
         {
             "n_relevant": at_k["n_relevant"].to_numpy(),

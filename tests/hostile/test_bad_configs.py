@@ -102,6 +102,8 @@ BAD = {
     "unknown hashing method": (setting("hashing.methods", ["ba", "kmeans"]), "hashing.methods.1"),
     "unknown preprocessing": (setting("hashing.preprocess", "zscore"), "hashing.preprocess"),
     "zero training sample": (setting("hashing.train_sample", 0), "hashing.train_sample"),
+    "training sample of an unknown method": (setting("hashing.train_sample", {"kmeans": 500}), "hashing.train_sample"),
+    "training sample of a method not a number": (setting("hashing.train_sample", {"ba": "half"}), "hashing.train_sample"),
     "misspelt BA option": (setting("hashing.ba.mu_scedule", [1.0]), "hashing.ba.mu_scedule"),
     "BA mu schedule without count": (setting("hashing.ba.mu_schedule", {"start": 1e-5, "factor": 2}), "hashing.ba.mu_schedule"),
     "BA exact Z step above 20 bits": (setting("hashing.ba.exact_max_bits", 32), "hashing.ba.exact_max_bits"),

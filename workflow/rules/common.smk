@@ -148,6 +148,12 @@ def image_cache(wc):
     return [] if pixels_are_cache(kind, mode, size) else [paths.image_cache(wc.dataset, mode, size)]
 
 
+def train_sample(wc):
+    """How many training rows the method's hasher is fitted on (None: all of them)."""
+    sample = config["hashing"]["train_sample"]
+    return sample.get(wc.method) if isinstance(sample, dict) else sample
+
+
 def hashed_layer(backbone):
     return backbone_cfg(backbone)["feature_layer"]
 

@@ -29,7 +29,7 @@ rule train_hash:
     params:
         options=lambda wc: config["hashing"][wc.method] if wc.method in ("ba", "cca_itq") else {},
         preprocess=config["hashing"]["preprocess"],
-        train_sample=config["hashing"]["train_sample"],
+        train_sample=train_sample,
         seed=lambda wc: int(wc.seed),
     script:
         "../scripts/train_hash.py"
