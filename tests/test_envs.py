@@ -11,8 +11,8 @@ from conftest import REPO
 
 # conda-forge names of PyPI packages where they differ.
 CONDA_NAME = {"torch": "pytorch"}
-# The workflow runner is installed beside the jobs, not inside their environment.
-RUNNER = {"snakemake", "snakemake-executor-plugin-slurm"}
+# The workflow runner and the search page (`cbir serve`) run beside the jobs, not inside their environment.
+RUNNER = {"snakemake", "snakemake-executor-plugin-slurm", "starlette", "uvicorn", "python-multipart"}
 
 
 def _split(requirement: str) -> tuple[str, str]:

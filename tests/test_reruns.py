@@ -50,18 +50,18 @@ def test_new_bit_length_reruns_hashing_evaluation_and_report(default_run, tmp_pa
     method's codes again (a method's lengths are evaluated in one job)."""
     jobs = planned(default_run, tmp_path, lambda c: c["hashing"]["bits"].append(16))
     runs = len(BASE["hashing"]["methods"]) * len(SEEDS)
-    assert jobs == {**hashing_jobs(len(SEEDS), 1), "evaluate_codes": runs, "report": 1, "all": 1}
+    assert jobs == {**hashing_jobs(len(SEEDS), 1), "evaluate_codes": runs, "report": 1, "explorer": 1, "all": 1}
 
 
 def test_hashing_option_reruns_only_that_method(default_run, tmp_path):
     jobs = planned(default_run, tmp_path, lambda c: c["hashing"].setdefault("ba", {}).update(max_iter=7))
     runs = len(BASE["hashing"]["bits"]) * len(SEEDS)
-    assert jobs == {"train_hash": runs, "evaluate_codes": len(SEEDS), "report": 1, "all": 1}
+    assert jobs == {"train_hash": runs, "evaluate_codes": len(SEEDS), "report": 1, "explorer": 1, "all": 1}
 
 
 def test_one_method_s_training_sample_reruns_that_method_only(default_run, tmp_path):
     jobs = planned(default_run, tmp_path, lambda c: c["hashing"].update(train_sample={"ba": 600}))
-    assert jobs == {"train_hash": len(BASE["hashing"]["bits"]) * len(SEEDS), "evaluate_codes": len(SEEDS), "report": 1, "all": 1}
+    assert jobs == {"train_hash": len(BASE["hashing"]["bits"]) * len(SEEDS), "evaluate_codes": len(SEEDS), "report": 1, "explorer": 1, "all": 1}
 
 
 def test_backbone_change_reruns_its_training_and_what_follows_only(default_run, tmp_path):
@@ -69,7 +69,7 @@ def test_backbone_change_reruns_its_training_and_what_follows_only(default_run, 
     n = len(SEEDS)
     # The fine-tuned features and everything built on them; the pretrained features, and the
     # siamese/triplet models trained on those, are untouched.
-    assert jobs == {"finetune": n, "extract_features": n, **hashing_jobs(n, len(BASE["hashing"]["bits"])), "evaluate_codes": N_METHODS * n, "evaluate_features": n, "report": 1, "all": 1}
+    assert jobs == {"finetune": n, "extract_features": n, **hashing_jobs(n, len(BASE["hashing"]["bits"])), "evaluate_codes": N_METHODS * n, "evaluate_features": n, "report": 1, "explorer": 1, "all": 1}
 
 
 def test_another_seed_runs_only_that_repeat(default_run, tmp_path):

@@ -79,6 +79,7 @@ REPORT_FILES = [
     "fig7_top10_digits.png",
     "fig8_metric_precision.png",
     "fig9_metric_map.png",
+    "explorer_digits.html",
 ]
 
 
@@ -167,3 +168,4 @@ def test_html_report(default_run):
     snakemake(default_run, "--report", "report.html")
     html = (default_run / "report.html").read_text(errors="replace")
     assert len(html) > 100_000 and "table1_ba_map.tsv" in html and "fig5_ba_objective.png" in html and "provenance.json" in html
+    assert "explorer_digits.html" in html  # the retrieval explorer, embedded

@@ -3,6 +3,7 @@
     cbir models                                   # the indexes of the config, and which are built
     cbir search photo.jpg more/ -k 10             # nearest database images of each query image
     cbir search q.png --model metric/alexnet/TN-FT --output hits.csv --sheet hits.png
+    cbir serve                                    # a search page in the browser, http://127.0.0.1:8000
     cbir compare results/report/default/results.tsv   # your run against the published numbers
     cbir publish --configfile config.yaml         # (maintainers) publish a finished run's numbers
     cbir readme [--check]                         # (maintainers) README tables from published files
@@ -205,6 +206,10 @@ def _main(argv: list[str] | None = None) -> int:
     search.add_argument("--output", "-o", type=Path, help="write the results to a .csv or .parquet file instead of printing them")
     search.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     search.add_argument("--sheet", type=Path, help="also draw a contact sheet PNG: each query and its results")
+    serve = add_command("serve", help="a local search page over the built indexes, in a browser")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="default: 8000")
+    serve.add_argument("--max-upload-mb", type=float, default=10, help="largest image accepted for upload (default: 10 MiB)")
     compare = add_command("compare", help="hold a run's results.tsv against the published numbers")
     compare.add_argument("theirs", type=Path, help="your run's results.tsv (or the report folder holding it)")
     compare.add_argument("ours", type=Path, nargs="?", help="published results (default: resources/results/<name of --configfile>)")
@@ -248,6 +253,11 @@ def _main(argv: list[str] | None = None) -> int:
         return _models(config)
     if args.command == "publish":
         return _publish(config, args)
+    if args.command == "serve":
+        from cbir.web.server import serve
+
+        serve(config, args.host, args.port, int(args.max_upload_mb * 2**20))
+        return 0
     return _search(config, args)
 
 

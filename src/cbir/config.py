@@ -7,6 +7,7 @@ before any job starts, with a message that names the key (``datasets.mnist.kind`
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import yaml
@@ -119,6 +120,68 @@ def load_schema(schema_path: str | Path = SCHEMA_PATH) -> dict:
     return schema
 
 
+def reference_rows(schema: dict | None = None) -> list[dict]:
+    """Every key of the schema as a row of the configuration reference: ``key`` (a dotted path,
+    ``<name>`` for names the user chooses), ``allowed`` (type, values, range), ``default`` and
+    ``meaning``, in the schema's order. The documentation site renders them, so that the
+    reference cannot drift from what the validation checks."""
+    schema = schema or load_schema()
+    definitions = schema.get("$defs", {})
+
+    def resolved(node: dict) -> dict:
+        if "$ref" in node:
+            return {**definitions[node["$ref"].rsplit("/", 1)[1]], **{k: v for k, v in node.items() if k != "$ref"}}
+        return node
+
+    def allowed(node: dict) -> str:
+        node = resolved(node)
+        if "enum" in node:
+            return r" \| ".join(f"`{v}`" for v in node["enum"])
+        if "const" in node:
+            return f"`{node['const']}`"
+        if "oneOf" in node or "anyOf" in node:
+            return " or ".join(allowed(option) for option in node.get("oneOf", node.get("anyOf")))
+        kinds = node.get("type", "object" if "properties" in node else "any")
+        text = " or ".join(kinds) if isinstance(kinds, list) else kinds
+        if text == "array" and "items" in node:
+            text = f"list of {allowed(node['items'])}"
+        bounds = [f"≥ {node['minimum']}" if "minimum" in node else "", f"> {node['exclusiveMinimum']}" if "exclusiveMinimum" in node else "", f"≤ {node['maximum']}" if "maximum" in node else ""]
+        return " ".join([text, *filter(None, bounds)])
+
+    rows = []
+
+    def walk(node: dict, path: str, required: set) -> None:
+        node = resolved(node)
+        properties = dict(node.get("properties", {}))
+        for branch in node.get("allOf", []):  # per-kind keys (protocols): merged
+            for key, child in branch.get("then", {}).get("properties", {}).items():
+                if child and key not in properties:
+                    properties[key] = child
+        for option in node.get("oneOf", []) + node.get("anyOf", []):  # a mapping among the forms a key takes
+            properties.update({key: child for key, child in option.get("properties", {}).items() if key not in properties})
+        for key, child in properties.items():
+            child = resolved(child)
+            key_path = f"{path}.{key}" if path else key
+            default = child.get("default", "required" if key in required else "")
+            rows.append({"key": key_path, "allowed": allowed(child), "default": "" if default == "" else ("required" if default == "required" else f"`{default if isinstance(default, str) else json.dumps(default)}`"), "meaning": " ".join(str(child.get("description", "")).split())})
+            walk(child, key_path, set(child.get("required", [])))
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict) and extra:
+            walk(extra, f"{path}.<name>", set(extra.get("required", [])))
+
+    walk(schema, "", set(schema.get("required", [])))
+    return rows
+
+
+def reference_markdown(schema: dict | None = None) -> str:
+    """The configuration reference as a Markdown table (see :func:`reference_rows`)."""
+    lines = ["| key | allowed | default | meaning |", "| --- | --- | --- | --- |"]
+    for row in reference_rows(schema):
+        meaning = row["meaning"].replace("|", r"\|")
+        lines.append(f"| `{row['key']}` | {row['allowed']} | {row['default']} | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
 def _sorted_keys(value):
     """Mappings with their keys in sorted order, recursively: rules see the same params however a
     config file orders its keys, so reordering a file reruns nothing."""
@@ -160,6 +223,14 @@ def _cross_checks(config: dict) -> list[str]:
             problems.append(f"config key '{key}.weights': no ImageNet weights for arch {backbone['arch']!r}")
         if backbone["feature_layer"] == "fc6" and backbone["arch"] != "alexnet":
             problems.append(f"config key '{key}.feature_layer': fc6 exists only in alexnet")
+        if backbone["weights"] not in ("none", "imagenet"):
+            # A file the workflow writes (under results_dir) is made before it is read; any other must be there.
+            for seed in config["seeds"]:
+                weights = Path(backbone["weights"].replace("{seed}", str(seed)))
+                results = Path(config["results_dir"]).absolute()
+                if not weights.absolute().is_relative_to(results) and not weights.is_file():
+                    problems.append(f"config key '{key}.weights': no weights file {weights} (relative to {Path.cwd()})")
+                    break
     return problems
 
 

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from cbir.config import PIXEL_ARRAY_KINDS
-from cbir.datasets import ImageReader, load_image, read_manifest, to_mode
+from cbir.datasets import DECODE_ERRORS, ImageReader, load_image, read_manifest, to_mode
 from cbir.io import read_descriptors
 from cbir.paths import Layout, descriptor_names
 from cbir.training import Augment, image_tensor, mixed_precision, seed_everything
@@ -132,17 +132,22 @@ class SearchEngine:
         self.backbone = (network or self.backbone).eval()
         self.size, self.precision = backbone_cfg["input_size"], backbone_cfg["finetune"]["precision"]
         self.augment = Augment(*input_normalization(backbone_cfg["arch"], len(self.mode)), flip=False)
-        database = read_descriptors(_need(Path(paths.descriptor(dataset, seed, descriptor)))).subset("database")
-        self.database = database
+        descriptors_of_split = read_descriptors(_need(Path(paths.descriptor(dataset, seed, descriptor))))
+        database = descriptors_of_split.subset("database")
+        self.database, self.queries = database, descriptors_of_split.subset("query")
         self.index = make_index(database.values, n_bits=database.n_bits)
         manifest_path = _need(Path(paths.manifest(dataset)))
         manifest = read_manifest(manifest_path)
-        missing = sorted(set(database.image_id) - set(manifest["image_id"]))
+        split_ids = descriptors_of_split.image_id[descriptors_of_split.database | descriptors_of_split.query]
+        missing = sorted(set(split_ids) - set(manifest["image_id"]))
         if missing:
-            raise ValueError(f"{manifest_path} lacks database images of the index: {missing[:5]}")
-        self.manifest = manifest.set_index("image_id").loc[database.image_id].reset_index()
-        _confine(self.manifest["path"], collection_folders(config, dataset), manifest_path)
-        self.reader = ImageReader(self.manifest, self.mode)
+            raise ValueError(f"{manifest_path} lacks images of the index: {missing[:5]}")
+        # The database's images, then the queries' (rows of self.images): all that is ever shown.
+        self.images = manifest.set_index("image_id").loc[np.concatenate([database.image_id, self.queries.image_id])].reset_index()
+        _confine(self.images["path"], collection_folders(config, dataset), manifest_path)
+        self.manifest = self.images.iloc[: len(database)]
+        self.row_of = {image_id: row for row, image_id in enumerate(self.images["image_id"])}
+        self.reader = ImageReader(self.images, self.mode)
 
     @torch.no_grad()
     def embed(self, images: list[Image.Image]) -> np.ndarray:
@@ -161,13 +166,33 @@ class SearchEngine:
             try:
                 images.append(load_image(path))
                 names.append(str(path))
-            except (OSError, SyntaxError, ValueError) as err:
+            except DECODE_ERRORS as err:
                 errors.append(QueryError(str(path), f"{err.__class__.__name__}: {err}"))
+        return self.search_images(images, names, k), errors
+
+    def search_images(self, images: list[Image.Image], names: list[str], k: int = 10) -> pd.DataFrame:
+        """Top ``k`` database images for each decoded image, one row per (query, rank)."""
         if not images:
-            return pd.DataFrame(columns=["query", "rank", "image_id", "path", "label", "class_name", "distance"]), errors
+            return pd.DataFrame(columns=["query", "rank", "image_id", "path", "label", "class_name", "distance"])
+        return self._ranked(self.embed(images), names, k)
+
+    def search_split_query(self, query_id: str, k: int = 10) -> tuple[pd.DataFrame, dict]:
+        """Top ``k`` for one of the split's queries, by the descriptor the pipeline stored for it
+        (as the evaluation searched it), each hit marked ``relevant`` (same class), and the
+        query's label, class and precision@k."""
+        rows = np.flatnonzero(self.queries.image_id == query_id)
+        if not len(rows):
+            raise ValueError(f"{query_id!r} is not a query of this split")
+        table = self._ranked(self.queries.values[rows], [query_id], k)
+        label = int(self.queries.label[rows[0]])
+        table["relevant"] = table["label"].to_numpy() == label
+        query = self.images.iloc[self.row_of[query_id]]
+        return table, {"image_id": query_id, "label": label, "class_name": str(query["class_name"]), "precision": float(table["relevant"].mean())}
+
+    def _ranked(self, descriptors: np.ndarray, names: list[str], k: int) -> pd.DataFrame:
         started = time.perf_counter()
-        distances, indices = self.index.search(self.embed(images), min(k, self.index.ntotal))
-        log.info("searched %d queries in %.1f ms", len(images), 1e3 * (time.perf_counter() - started))
+        distances, indices = self.index.search(descriptors, min(k, self.index.ntotal))
+        log.info("searched %d queries in %.1f ms", len(names), 1e3 * (time.perf_counter() - started))
         rows = self.manifest.iloc[indices.ravel()]
         table = pd.DataFrame(
             {
@@ -180,20 +205,28 @@ class SearchEngine:
                 "distance": distances.ravel(),
             }
         )
-        return table, errors
+        return table
+
+    def thumbnail(self, image_id: str, size: int = 96) -> Image.Image:
+        """A database or query image of this index, converted to RGB and shrunk to fit ``size``
+        (an image id outside the index is an error: nothing else is ever read)."""
+        if image_id not in self.row_of:
+            raise KeyError(f"{image_id!r} is not an image of this index")
+        image = self.reader[self.row_of[image_id]].convert("RGB")
+        scale = size / max(image.size)
+        return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.BILINEAR)
 
     def contact_sheet(self, results: pd.DataFrame, path) -> None:
         """A PNG: each query followed by its results."""
         from cbir.report import contact_sheet
 
-        position = {image_id: i for i, image_id in enumerate(self.manifest["image_id"])}
         rows = []
         for query, hits in results.groupby("query", sort=False):
             rows.append(
                 (
                     to_mode(load_image(query), self.mode),
                     Path(query).name,
-                    [(self.reader[position[h.image_id]], f"{h.class_name} · {h.distance:g}", None) for h in hits.itertuples()],
+                    [(self.reader[self.row_of[h.image_id]], f"{h.class_name} · {h.distance:g}", None) for h in hits.itertuples()],
                 )
             )
         contact_sheet(rows, path, self.mode, f"{self.descriptor}: query (left) and its nearest database images")

@@ -88,6 +88,7 @@ BAD = {
     "holidays protocol on digits": (setting("protocols.digits", {"kind": "holidays"}), "datasets.digits.protocol"),
     "unknown arch": (setting("backbones.smallcnn.arch", "vgg16"), "backbones.smallcnn.arch"),
     "imagenet weights for the small CNN": (setting("backbones.smallcnn.weights", "imagenet"), "backbones.smallcnn.weights"),
+    "weights file that is not there": (setting("backbones.smallcnn.weights", "mine/model.pt"), "backbones.smallcnn.weights"),
     "fc6 outside alexnet": (setting("backbones.smallcnn.feature_layer", "fc6"), "backbones.smallcnn.feature_layer"),
     "input size too small": (setting("backbones.smallcnn.input_size", 2), "backbones.smallcnn.input_size"),
     "zero threads": (setting("backbones.smallcnn.threads", 0), "backbones.smallcnn.threads"),

@@ -75,7 +75,8 @@ def extraction_params(wc):
         "input_size": cfg["input_size"],
         # Inference runs in bf16 on a GPU unless fp32 is asked for, never on a CPU: a bf16 training
         # recipe extracts as auto does (cbir.training.mixed_precision).
-        "finetune": {k: cfg["finetune"][k] for k in ("device", "workers")} | {"precision": "fp32" if cfg["finetune"]["precision"] == "fp32" else "auto"},
+        "finetune": {k: cfg["finetune"][k] for k in ("device", "workers")}
+        | {"precision": "fp32" if cfg["finetune"]["precision"] == "fp32" else "auto"},
     }
 
 
@@ -236,8 +237,13 @@ def report_files():
     return names
 
 
+def explorer_files(dataset, name):
+    """The evaluation files ``name`` of every descriptor of ``dataset``, first seed: the explorer's input."""
+    return [paths.evaluation(dataset, SEEDS[0], descriptor, name) for descriptor in descriptor_names(config, dataset)]
+
+
 def all_targets():
-    targets = []
+    targets = [paths.report(f"explorer_{dataset}.html") for dataset in config["datasets"]]
     for dataset in config["datasets"]:
         protocol = protocol_of(dataset)
         for seed in SEEDS:

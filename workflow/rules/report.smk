@@ -30,3 +30,27 @@ rule report:
         config=config,
     script:
         "../scripts/report.py"
+
+
+rule explorer:
+    input:
+        rankings=lambda wc: explorer_files(wc.dataset, "ranking"),
+        per_query=lambda wc: explorer_files(wc.dataset, "per_query"),
+        manifest=lambda wc: paths.manifest(wc.dataset),
+    output:
+        report(paths.report("explorer_{dataset}.html"), caption="../report/explorer.rst", category="Explorer"),
+    log:
+        paths.log("report", Path(paths.report_dir).name, "explorer_{dataset}"),
+    benchmark:
+        paths.benchmark("report", Path(paths.report_dir).name, "explorer_{dataset}")
+    wildcard_constraints:
+        dataset=dataset_pattern(list(config["datasets"])),
+    conda:
+        ENV
+    params:
+        descriptors=lambda wc: descriptor_names(config, wc.dataset),
+        seed=SEEDS[0],
+        mode=lambda wc: showcase_mode(wc.dataset),
+        title=lambda wc: f"{wc.dataset}, seed {SEEDS[0]}: retrieval explorer",
+    script:
+        "../scripts/explorer.py"
