@@ -144,8 +144,8 @@ def main() -> None:
             if name == "cold run":
                 cold_tables.append(table)
             measured[name].append((wall, len(table), table["seconds"].sum()))
-            print(f"  {name}: {wall:.1f} s wall, {len(table)} jobs, summed job time {table['seconds'].sum():.1f} s; slowest:")
-            for row in table.nlargest(5, "seconds").itertuples():
+            print(f"  {name}: {wall:.1f} s wall, {len(table)} jobs, summed job time {table['seconds'].sum():.1f} s" + ("; slowest:" if len(table) else ""))
+            for row in table.astype({"seconds": float}).nlargest(5, "seconds").itertuples():
                 print(f"      {row.seconds:7.1f} s  {row.rule}")
         longest = cold_tables[-1].nlargest(1, "chain_seconds")
         if len(longest):

@@ -8,7 +8,7 @@ import copy
 import pytest
 import yaml
 
-from cbir.config import ConfigError, load_config, validate_config
+from cbir.config import FEATURE_HASHERS, ConfigError, hasher_spec, load_config, validate_config
 
 from conftest import REPO
 
@@ -74,3 +74,21 @@ def test_the_reference_documents_every_key_the_schema_checks():
     assert {f"backbones.<name>.finetune.{k}" for k in finetune} <= set(rows)
     assert rows["hashing.ssdh.finetune.epochs"]["default"] == "" and rows["backbones.<name>.finetune.epochs"]["default"] == "`10`"
     assert reference_markdown().count("\n") == len(rows) + 2
+
+
+def test_a_variant_is_its_method_with_its_options_over_the_method_s_section():
+    config = copy.deepcopy(yaml.safe_load((REPO / "config.yaml").read_text()))
+    config["hashing"]["ba"] = {"C": 10.0, "max_iter": 30}
+    config["hashing"]["variants"] = {"ba_pca": {"method": "ba", "init": "pca", "max_iter": 5}}
+    config["hashing"]["methods"].append("ba_pca")
+    config["hashing"]["train_sample"] = {"ba_pca": 100}
+    config = validate_config(config)
+    assert hasher_spec(config, "ba_pca") == ("ba", {"C": 10.0, "max_iter": 5, "init": "pca"})
+    assert hasher_spec(config, "ba") == ("ba", {"C": 10.0, "max_iter": 30})
+    assert hasher_spec(config, "itq") == ("itq", {})
+
+
+def test_the_feature_hashers_are_the_registry_s():
+    from cbir.hashing import HASHERS
+
+    assert set(FEATURE_HASHERS) == set(HASHERS)

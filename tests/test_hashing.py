@@ -16,11 +16,11 @@ from sklearn.exceptions import NotFittedError
 from sklearn.svm import LinearSVC
 
 from cbir.codes import n_bytes, unpack_bits
-from cbir.hashing import HASHERS, ITQ, BinaryAutoencoder, load_hash_model, load_hasher, make_hasher, save_hasher
+from cbir.hashing import HASHERS, ITQ, LSH, PCAH, BinaryAutoencoder, load_hash_model, load_hasher, make_hasher, save_hasher
 from cbir.hashing.ba import _least_squares_decoder, _MACState, _Validator
 from cbir.hashing.svm import exact_line_search, fit_squared_hinge_svm, svm_objective
 from cbir.hashing.validation import hamming_distances, tie_aware_precision_at_k
-from cbir.hashing.zstep import box_qp, greedy_flips, zstep, zstep_exact, zstep_objective, zstep_relaxed
+from cbir.hashing.zstep import box_qp, greedy_flips, zstep, zstep_authors, zstep_exact, zstep_objective, zstep_relaxed
 from cbir.metrics import evaluate_distances
 
 FAST = {"ba": {"max_iter": 5}}  # keep the BA fits in the API tests short
@@ -101,6 +101,30 @@ def test_relaxed_zstep_gives_the_same_codes_on_any_number_of_threads():
     one = zstep_relaxed(q, G, H, Z_prev, mu, h_err, workers=1)
     for workers in (2, 3):
         np.testing.assert_array_equal(zstep_relaxed(q, G, H, Z_prev, mu, h_err, workers=workers), one)
+
+
+def test_authors_zstep_ends_where_no_single_flip_helps_and_can_leave_h():
+    rng = np.random.default_rng(7)
+    n, n_bits, mu = 300, 24, 0.3
+    A = rng.standard_normal((40, n_bits))
+    G, q = A.T @ A, rng.standard_normal((n, n_bits)) * 3
+    H = rng.integers(0, 2, (n, n_bits)).astype(np.uint8)
+    Z, relaxed = zstep_authors(q, G, H, mu, H.astype(np.float64))
+    assert Z.dtype == np.uint8 and relaxed.shape == (n, n_bits) and (relaxed >= 0).all() and (relaxed <= 1).all()
+    base = zstep_objective(Z, q, G, H, mu)
+    for bit in range(n_bits):
+        flipped = Z.copy()
+        flipped[:, bit] ^= 1
+        assert (zstep_objective(flipped, q, G, H, mu) > base - 1e-9).all()  # a local optimum over single flips
+    assert (Z != H).any()  # it moves away from h where that pays
+
+
+def test_ba_authors_zstep_option_runs_on_numpy_only():
+    X = _planted(42, n=200, dim=30, n_bits=20, noise=1.0)
+    model = BinaryAutoencoder(20, zstep="authors", exact_max_bits=8, max_iter=6, random_state=0).fit(X)
+    assert model.n_iter_ >= 1 and model.transform(X).shape == (200, 20)
+    with pytest.raises(ValueError, match="zstep"):
+        BinaryAutoencoder(20, zstep="mine").fit(X)
 
 
 def test_box_qp_satisfies_kkt():
@@ -330,6 +354,38 @@ def test_ba_validation_rollback_keeps_the_best_validated_hash_function():
         expected = accepted[-1] if len(accepted) else None
         if expected is not None:
             assert final == pytest.approx(expected, abs=1e-12)
+
+
+def test_ba_authors_validation_keeps_the_points_and_takes_the_first_step():
+    X = _planted(40, n=300, dim=30, n_bits=20, noise=1.5)
+    schedule = np.repeat(0.02 * 1.6 ** np.arange(10), 2)
+    model = BinaryAutoencoder(20, mu_schedule=schedule, n_validation=60, validation_style="authors", random_state=0).fit(X)
+    tr = model.trace_
+    assert not tr["rolled_back"].iloc[0]  # accepted whatever it scores: the authors start from 0
+    # the points stayed in the training set: the decoder is fitted on all 300 rows
+    A, c = _least_squares_decoder(X.astype(np.float32), model.transform(X))
+    assert np.allclose(model.A_, A) and np.allclose(model.c_, c)
+    validator = _Validator(X, X[model.validation_indices_])
+    assert validator.relevant[np.arange(60), model.validation_indices_].all()  # each point its own neighbour
+    accepted = tr.loc[~tr["rolled_back"], "val_precision"].to_numpy()
+    assert (np.diff(accepted) >= 0).all()
+    held_out = BinaryAutoencoder(20, mu_schedule=schedule, n_validation=60, random_state=0).fit(X)
+    assert not np.array_equal(held_out.A_, model.A_)  # the default leaves them out
+    with pytest.raises(ValueError, match="validation_style"):
+        BinaryAutoencoder(20, n_validation=60, validation_style="mine").fit(X)
+
+
+@pytest.mark.parametrize("init, start", [("itq", ITQ), ("pca", PCAH), ("lsh", LSH)])
+def test_ba_starts_from_the_codes_of_its_init(init, start):
+    X = _planted(41, n=300, dim=30, n_bits=16, noise=1.0)
+    model = BinaryAutoencoder(16, init=init, max_iter=1, random_state=3).fit(X)
+    initial = start(16, random_state=3).fit(X).transform(X)
+    # the first h step starts from the initial codes: its SVMs learn them, so most bits agree
+    assert (model.transform(X) == initial).mean() > 0.9
+    others = [other for other in (ITQ, PCAH, LSH) if other is not start]
+    assert all((model.transform(X) == o(16, random_state=3).fit(X).transform(X)).mean() < 0.8 for o in others)
+    with pytest.raises(ValueError, match="init"):
+        BinaryAutoencoder(16, init="zeros").fit(X)
 
 
 def test_tie_aware_precision_at_k():

@@ -59,6 +59,16 @@ def test_hashing_option_reruns_only_that_method(default_run, tmp_path):
     assert jobs == {"train_hash": runs, "evaluate_codes": len(SEEDS), "report": 1, "explorer": 1, "all": 1}
 
 
+def test_a_variant_adds_its_own_jobs_only(default_run, tmp_path):
+    def add_variant(config):
+        config["hashing"]["variants"] = {"ba_pca": {"method": "ba", "init": "pca"}}
+        config["hashing"]["methods"].append("ba_pca")
+
+    jobs = planned(default_run, tmp_path, add_variant)
+    runs = len(BASE["hashing"]["bits"]) * len(SEEDS)
+    assert jobs == {"train_hash": runs, "evaluate_codes": len(SEEDS), "report": 1, "explorer": 1, "all": 1}
+
+
 def test_one_method_s_training_sample_reruns_that_method_only(default_run, tmp_path):
     jobs = planned(default_run, tmp_path, lambda c: c["hashing"].update(train_sample={"ba": 600}))
     assert jobs == {"train_hash": len(BASE["hashing"]["bits"]) * len(SEEDS), "evaluate_codes": len(SEEDS), "report": 1, "explorer": 1, "all": 1}

@@ -137,27 +137,30 @@ def _publish(config: dict, args) -> int:
 def _readme(args) -> int:
     from cbir.publish import update_readme
 
-    current = update_readme(args.readme, args.published, check=args.check)
-    if args.check:
-        print(f"cbir: {args.readme} {'matches' if current else 'does not match'} the published results", file=sys.stderr)
-        return 0 if current else 1
-    print(f"cbir: {args.readme} {'was already current' if current else 'updated'}", file=sys.stderr)
-    return 0
+    stale = 0
+    for page in args.readme:
+        current = update_readme(page, args.published, check=args.check)
+        stale += not current
+        if args.check:
+            print(f"cbir: {page} {'matches' if current else 'does not match'} the published results", file=sys.stderr)
+        else:
+            print(f"cbir: {page} {'was already current' if current else 'updated'}", file=sys.stderr)
+    return 1 if args.check and stale else 0
 
 
 def _compare(args) -> int:
     from cbir.publish import compare, format_comparison
 
-    theirs = args.theirs / "results.tsv" if args.theirs.is_dir() else args.theirs
-    ours = args.ours / "results.tsv" if args.ours.is_dir() else args.ours
-    for path in (theirs, ours):
+    yours = args.yours / "results.tsv" if args.yours.is_dir() else args.yours
+    published = args.published / "results.tsv" if args.published.is_dir() else args.published
+    for path in (yours, published):
         if not path.is_file():
             print(f"cbir: no results file {path}", file=sys.stderr)
             return 2
     from cbir.io import read_json
 
-    table = compare(theirs, ours, all_metrics=args.all)
-    records = [read_json(p, "provenance record") if p.is_file() else None for p in (ours.parent / "provenance.json", theirs.parent / "provenance.json")]
+    table = compare(yours, published, all_metrics=args.all)
+    records = [read_json(p, "provenance record") if p.is_file() else None for p in (published.parent / "provenance.json", yours.parent / "provenance.json")]
     print(format_comparison(table, records[0], records[1]))
     return 1 if table["outside"].any() else 0
 
@@ -211,22 +214,22 @@ def _main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8000, help="default: 8000")
     serve.add_argument("--max-upload-mb", type=float, default=10, help="largest image accepted for upload (default: 10 MiB)")
     compare = add_command("compare", help="hold a run's results.tsv against the published numbers")
-    compare.add_argument("theirs", type=Path, help="your run's results.tsv (or the report folder holding it)")
-    compare.add_argument("ours", type=Path, nargs="?", help="published results (default: resources/results/<name of --configfile>)")
+    compare.add_argument("yours", type=Path, help="your run's results.tsv (or the report folder holding it)")
+    compare.add_argument("published", type=Path, nargs="?", help="published results (default: resources/results/<name of --configfile>)")
     compare.add_argument("--all", action="store_true", help="judge every metric, not only the tables' headline numbers")
     publish = add_command("publish", help="copy the config's finished results.tsv and provenance into resources/results/<name>")
     publish.add_argument("--name", help="default: `default` for config.yaml, else the config file's stem")
     publish.add_argument("--to", type=Path, help="default: resources/results")
-    readme = add_command("readme", help="render the README's result tables from resources/results")
-    readme.add_argument("--check", action="store_true", help="only check that README.md matches (exit 1 if not)")
-    readme.add_argument("--readme", type=Path, help="default: README.md")
+    readme = add_command("readme", help="render the result tables of README.md and docs/results.md from resources/results")
+    readme.add_argument("--check", action="store_true", help="only check that the pages match (exit 1 if not)")
+    readme.add_argument("--readme", type=Path, action="append", help="a page to render (repeatable; default: README.md and docs/results.md)")
     readme.add_argument("--published", type=Path, help="default: resources/results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     if args.command == "search" and args.k < 1:
         parser.error("-k must be at least 1")
     # Paths given by the caller are relative to the caller's directory, not --directory.
-    for name in ("configfile", "images", "output", "sheet", "theirs", "ours", "to", "readme", "published"):
+    for name in ("configfile", "images", "output", "sheet", "yours", "to", "readme", "published"):
         value = getattr(args, name, None)
         if isinstance(value, Path):
             setattr(args, name, value.absolute())
@@ -239,10 +242,10 @@ def _main(argv: list[str] | None = None) -> int:
     os.chdir(args.directory)
     args.configfile = args.configfile or Path("config.yaml").absolute()
     if args.command == "compare":
-        args.ours = args.ours or Path("resources/results") / _published_name(args.configfile)
+        args.published = args.published or Path("resources/results") / _published_name(args.configfile)
         return _compare(args)
     if args.command == "readme":
-        args.readme, args.published = args.readme or Path("README.md"), args.published or Path("resources/results")
+        args.readme, args.published = args.readme or [Path("README.md"), Path("docs/results.md")], args.published or Path("resources/results")
         return _readme(args)
     try:
         config = load_config(args.configfile)

@@ -117,6 +117,16 @@ def load_schema(schema_path: str | Path = SCHEMA_PATH) -> dict:
     changes = schema["properties"]["hashing"]["properties"]["ssdh"]["properties"]["finetune"]
     changes["additionalProperties"] = False
     changes["properties"] = {key: {k: v for k, v in check.items() if k != "default"} for key, check in recipe.items()}
+    # A variant of hashing.variants takes the options of its method's section.
+    hashing = schema["properties"]["hashing"]["properties"]
+    variant = hashing["variants"]["additionalProperties"]
+    variant["allOf"] = [
+        {
+            "if": {"properties": {"method": {"const": method}}},
+            "then": {"properties": {"method": variant["properties"]["method"], **hashing[method]["properties"]}, "additionalProperties": False},
+        }
+        for method in variant["properties"]["method"]["enum"]
+    ]
     return schema
 
 
@@ -192,9 +202,37 @@ def _sorted_keys(value):
     return value
 
 
+def hasher_spec(config: dict, method: str) -> tuple[str, dict]:
+    """(registry name, options) of a feature hasher named in ``hashing.methods``: a built-in
+    method with its section's options, or a variant of ``hashing.variants`` (its method, with
+    the variant's options over that method's section)."""
+    hashing = config["hashing"]
+    variant = dict(hashing["variants"].get(method, {}))
+    base = variant.pop("method", method)
+    return base, {**hashing.get(base, {}), **variant} if base in OPTION_SECTIONS else {}
+
+
+#: Feature hashers (cbir.hashing.HASHERS) and the ones with an options section under ``hashing``.
+FEATURE_HASHERS = ("ba", "itq", "pcah", "lsh", "sh", "cca_itq")
+OPTION_SECTIONS = ("ba", "cca_itq")
+NETWORK_HASHERS = ("ssdh", "ssdh_head")
+
+
 def _cross_checks(config: dict) -> list[str]:
     """What JSON schema cannot say: references between sections and per-kind requirements."""
     problems = []
+    hashing = config["hashing"]
+    known = (*FEATURE_HASHERS, *NETWORK_HASHERS)
+    for name in hashing["variants"]:
+        if name in known:
+            problems.append(f"config key 'hashing.variants.{name}': {name!r} is a built-in method; give the variant a name of its own")
+    for i, method in enumerate(hashing["methods"]):
+        if method not in known and method not in hashing["variants"]:
+            problems.append(f"config key 'hashing.methods.{i}': {method!r} is neither a method ({', '.join(known)}) nor a key of 'hashing.variants'")
+    if isinstance(hashing["train_sample"], dict):
+        for method in hashing["train_sample"]:
+            if method not in FEATURE_HASHERS and method not in hashing["variants"]:
+                problems.append(f"config key 'hashing.train_sample.{method}': not a method fitted on features ({', '.join(FEATURE_HASHERS)}) nor a key of 'hashing.variants'")
     for name, dataset in config["datasets"].items():
         key = f"datasets.{name}"
         if dataset["protocol"] not in config["protocols"]:

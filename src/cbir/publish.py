@@ -26,7 +26,7 @@ from cbir.report import GROUND_TRUTH_NAMES, KEYS, hashing_table, headline_metric
 
 PUBLISHED_DIR = Path("resources/results")
 BLOCK = re.compile(r"(<!-- results (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end results -->)", re.S)
-#: ``cbir compare``'s verdict: a number is reproduced when it lies within this many sd of ours.
+#: ``cbir compare``'s verdict: a number is reproduced when it lies within this many sd of the published mean.
 BAND = 3.0
 #: The numbers the tables lead with (and ``compare`` judges by default): mAP@k, its tie-aware
 #: version and the whole-database mAP on labels, precision@10, and on neighbours the tie-aware
@@ -91,50 +91,51 @@ def update_readme(readme="README.md", published=PUBLISHED_DIR, check: bool = Fal
     return rendered == text
 
 
-def _band(ours: pd.DataFrame) -> pd.Series:
+def _band(published: pd.DataFrame) -> pd.Series:
     """The sd a comparison allows: each number's own sd, but at least the pooled sd of its metric
     (same dataset, pipeline, ground truth and metric) — with two or three seeds one number's sd
     is a poor estimate, and can be 0 by chance."""
     groups = ["dataset", "pipeline", "ground_truth", "metric"]
-    pooled = ours.groupby(groups)["sd"].transform(lambda s: np.sqrt(np.nanmean(s**2)) if s.notna().any() else np.nan)
-    return np.fmax(ours["sd"], pooled)
+    pooled = published.groupby(groups)["sd"].transform(lambda s: np.sqrt(np.nanmean(s**2)) if s.notna().any() else np.nan)
+    return np.fmax(published["sd"], pooled)
 
 
-def compare(theirs, ours, all_metrics: bool = False) -> pd.DataFrame:
-    """Every number of ``ours`` (published results) beside ``theirs`` (a fresh results.tsv):
-    ours mean ± sd, theirs mean, and whether theirs lies outside ours ± BAND·sd (``outside``).
+def compare(yours, published, all_metrics: bool = False) -> pd.DataFrame:
+    """Every ``published`` number beside ``yours`` (a fresh results.tsv): the published mean ± sd
+    (``mean``, ``sd``), yours (``mean_yours``), and whether yours lies outside the published
+    mean ± BAND·sd (``outside``).
     Only the HEADLINE metrics are judged unless ``all_metrics``; search times depend on the
     machine and get no verdict."""
-    ours_results, theirs_results = read_results(ours), read_results(theirs)
+    published_results, your_results = read_results(published), read_results(yours)
     if not all_metrics:
-        ours_results, theirs_results = (r[r["metric"].isin(HEADLINE) | (r["ground_truth"] == "-")] for r in (ours_results, theirs_results))
+        published_results, your_results = (r[r["metric"].isin(HEADLINE) | (r["ground_truth"] == "-")] for r in (published_results, your_results))
     keys = [k for k in KEYS if k != "kind"]
-    table = ours_results.merge(theirs_results, on=keys, how="outer", suffixes=("", "_theirs"), indicator=True)
+    table = published_results.merge(your_results, on=keys, how="outer", suffixes=("", "_yours"), indicator=True)
     table["allowed_sd"] = _band(table)
     timed = table["ground_truth"] == "-"
     both = table["_merge"] == "both"
-    distance = (table["mean_theirs"] - table["mean"]).abs()
+    distance = (table["mean_yours"] - table["mean"]).abs()
     table["outside"] = np.where(both & ~timed, distance > BAND * table["allowed_sd"].fillna(0), False)
     table["status"] = np.select(
         [table["_merge"] == "left_only", table["_merge"] == "right_only", timed, table["outside"].astype(bool)],
-        ["only ours", "only theirs", "time (no verdict)", f"OUTSIDE ±{BAND:g} sd"],
+        ["only published", "only yours", "time (no verdict)", f"OUTSIDE ±{BAND:g} sd"],
         default="inside",
     )
-    return table[[*keys, "mean", "sd", "n", "allowed_sd", "mean_theirs", "n_theirs", "outside", "status"]]
+    return table[[*keys, "mean", "sd", "n", "allowed_sd", "mean_yours", "n_yours", "outside", "status"]]
 
 
-def format_comparison(table: pd.DataFrame, ours_record: dict, theirs_record: dict | None) -> str:
+def format_comparison(table: pd.DataFrame, published_record: dict, your_record: dict | None) -> str:
     """The comparison as text: one line per number, then a verdict."""
     shown = table.assign(
         number=table["dataset"] + " " + table["pipeline"] + "/" + table["backbone"] + "/" + table["method"] + table["bits"].map(lambda b: "" if pd.isna(b) else f"/{int(b)}") + " " + table["ground_truth"] + " " + table["metric"],
-        ours=[f"{m:.2f} ± {s:.2f} (n={int(n)})" if not pd.isna(m) else "" for m, s, n in zip(table["mean"], table["allowed_sd"].fillna(0), table["n"].fillna(0))],
-        theirs=[f"{m:.2f} (n={int(n)})" if not pd.isna(m) else "" for m, n in zip(table["mean_theirs"], table["n_theirs"].fillna(0))],
-    )[["number", "ours", "theirs", "status"]]
+        published=[f"{m:.2f} ± {s:.2f} (n={int(n)})" if not pd.isna(m) else "" for m, s, n in zip(table["mean"], table["allowed_sd"].fillna(0), table["n"].fillna(0))],
+        yours=[f"{m:.2f} (n={int(n)})" if not pd.isna(m) else "" for m, n in zip(table["mean_yours"], table["n_yours"].fillna(0))],
+    )[["number", "published", "yours", "status"]]
     judged = table["status"].isin(["inside", f"OUTSIDE ±{BAND:g} sd"])
     outside = int(table["outside"].sum())
     lines = [shown.to_string(index=False), ""]
-    lines.append(f"ours:   {describe(ours_record)}")
-    if theirs_record:
-        lines.append(f"theirs: {describe(theirs_record)}")
-    lines.append(f"{int(judged.sum()) - outside} of {int(judged.sum())} numbers inside ours ± {BAND:g} sd (sd: a number's own, at least its metric's pooled sd); {outside} outside.")
+    lines.append(f"published: {describe(published_record)}")
+    if your_record:
+        lines.append(f"yours:     {describe(your_record)}")
+    lines.append(f"{int(judged.sum()) - outside} of {int(judged.sum())} numbers inside the published mean ± {BAND:g} sd (sd: a number's own, at least its metric's pooled sd); {outside} outside.")
     return "\n".join(lines)

@@ -240,22 +240,23 @@ def finetune_figure(histories: pd.DataFrame, path) -> None:
 
 def ba_objective_figure(traces: pd.DataFrame, path) -> None:
     """Fig. 5: the binary autoencoder's objective E_Q and the reconstruction error of its hash
-    function's own codes per MAC iteration, one line per code length (sd band over seeds).
-    ``traces`` has columns run, seed, bits and the trace's."""
+    function's own codes per MAC iteration, one colour per code length and one line per seed:
+    seeds stop after different numbers of iterations, and a mean over the seeds still running
+    would jump where one stops. ``traces`` has columns run, seed, bits and the trace's."""
     plt, sns = _plotting()
     data = traces.assign(bits=traces["bits"].map(lambda b: f"{b} bits"))
     runs = list(dict.fromkeys(data["run"]))
     figure, axes = plt.subplots(2, len(runs), figsize=(4.2 * len(runs), 6.4), squeeze=False)
     for column, run in enumerate(runs):
         subset = data[data["run"] == run]
-        sns.lineplot(data=subset, x="iteration", y="E_Q", hue="bits", marker="o", errorbar="sd", ax=axes[0, column])
-        sns.lineplot(data=subset, x="iteration", y="E_BA", hue="bits", marker="o", errorbar="sd", ax=axes[1, column], legend=False)
+        for row, y in enumerate(("E_Q", "E_BA")):
+            sns.lineplot(data=subset, x="iteration", y=y, hue="bits", units="seed", estimator=None, marker="o", markersize=3, linewidth=1, ax=axes[row, column], legend=row == 0)
         axes[0, column].set(title=run, ylabel="objective E_Q(h, f, Z; μ)", xlabel="")
         axes[1, column].set(ylabel="E_BA: reconstruction error of h(X)\nΣ‖x − f(h(x))‖²", xlabel="MAC iteration (μ changes each iteration)")
         axes[0, column].get_legend().remove()
     # one legend beside the panels: inside, it hides the curves
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    figure.suptitle(f"Binary autoencoder training (mean ± sd over {data['seed'].nunique()} seeds)", y=1.0)
+    figure.suptitle(f"Binary autoencoder training (one line per seed, {data['seed'].nunique()} seeds)", y=1.0)
     figure.tight_layout()
     figure.legend(handles, labels, title="code length", loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     _save(figure, path)

@@ -5,7 +5,7 @@ import hashlib
 import os
 import re
 
-from cbir.config import GRAYSCALE_KINDS, METRIC_MODELS, PIXEL_ARRAY_KINDS, input_mode, pixels_are_cache
+from cbir.config import FEATURE_HASHERS, GRAYSCALE_KINDS, METRIC_MODELS, PIXEL_ARRAY_KINDS, hasher_spec, input_mode, pixels_are_cache
 from cbir.paths import DESCRIPTOR_PATTERN, FEATURES_PATTERN, Layout, descriptor_names
 
 paths = Layout.of(config)
@@ -147,6 +147,10 @@ def image_cache(wc):
     cfg, kind = backbone_cfg(wc.backbone), dataset_cfg(wc.dataset)["kind"]
     mode, size = input_mode(cfg["arch"], kind), cfg["input_size"]
     return [] if pixels_are_cache(kind, mode, size) else [paths.image_cache(wc.dataset, mode, size)]
+
+
+# The hashers fitted on features by train_hash: the built-in ones and the config's variants.
+FEATURE_HASHER_NAMES = [*FEATURE_HASHERS, *config["hashing"]["variants"]]
 
 
 def train_sample(wc):

@@ -20,14 +20,15 @@ rule train_hash:
     benchmark:
         paths.benchmark("{dataset}", "seed{seed}", "hashing", "{backbone}", "{method}", "{bits}")
     wildcard_constraints:
-        method="ba|itq|pcah|lsh|sh|cca_itq",
+        method="|".join(FEATURE_HASHER_NAMES),
         bits=r"\d+",
     conda:
         ENV
     # Small BLAS problems at the papers' sizes: two single-threaded jobs beat one with two threads.
     threads: 1
     params:
-        options=lambda wc: config["hashing"][wc.method] if wc.method in ("ba", "cca_itq") else {},
+        method=lambda wc: hasher_spec(config, wc.method)[0],
+        options=lambda wc: hasher_spec(config, wc.method)[1],
         preprocess=config["hashing"]["preprocess"],
         train_sample=train_sample,
         seed=lambda wc: int(wc.seed),

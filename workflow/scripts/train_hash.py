@@ -12,7 +12,7 @@ from cbir.logs import logged
 with logged(snakemake.log[0]), threadpool_limits(snakemake.threads):
     train_hash(
         snakemake.input.features,
-        snakemake.wildcards.method,
+        snakemake.params.method,
         int(snakemake.wildcards.bits),
         params=snakemake.params.options,
         seed=snakemake.params.seed,

@@ -22,16 +22,19 @@ import pandas as pd
 from sklearn.utils import check_random_state
 
 from cbir.hashing.base import LinearHasher, blas_threads, single_threaded_blas
-from cbir.hashing.baselines import ITQ
+from cbir.hashing.baselines import ITQ, LSH, PCAH
 from cbir.hashing.svm import exact_line_search, fit_squared_hinge_svm
 from cbir.hashing.validation import hamming_distances, tie_aware_precision_at_k
-from cbir.hashing.zstep import zstep
+from cbir.hashing.zstep import zstep, zstep_authors
 from cbir.metrics import neighbour_relevance
 
 log = logging.getLogger(__name__)
 
 _PRECOND_BLOCK = 128  # SVM preconditioner: dense block over the top principal directions
 DEVICES = ("cpu", "auto", "cuda", "torch-cpu")
+INITS = ("itq", "pca", "lsh")
+ZSTEPS = ("best", "authors")
+VALIDATION_STYLES = ("held_out", "authors")
 
 
 class BinaryAutoencoder(LinearHasher):
@@ -46,7 +49,7 @@ class BinaryAutoencoder(LinearHasher):
     mu_schedule : the penalties mu, one MAC iteration each, in order:
 
         * None (default): geometric, ``mu_0 = mu0_scale * e0 / L`` with e0 the mean squared
-          reconstruction error of the ITQ codes under their least-squares decoder (so the
+          reconstruction error of the initial codes under their least-squares decoder (so the
           schedule does not depend on the scale of X), times ``mu_factor`` per iteration, up to
           max_iter values. A flip away from h(x_n) never pays once mu > ||x_n - f(h(x_n))||^2,
           so mu_0 well below the error per bit lets Z move freely at first and the growth ends
@@ -59,16 +62,29 @@ class BinaryAutoencoder(LinearHasher):
 
         The schedule in use is logged and is the ``mu`` column of ``trace_``.
     mu0_scale, mu_factor : the default schedule (above).
-    n_validation : 0 (default) or the number of training points held out for the authors'
-        validation rollback (their code: 200). They are removed from the training set (the
-        authors keep them in it) and seeded by random_state. Ground truth: their
+    n_validation : 0 (default) or the number of training points drawn for the authors'
+        validation rollback (their code: 200), seeded by random_state. Ground truth: their
         K = max(1, floor(0.002 N)) Euclidean nearest training points; score: tie-aware
         precision@K of the Hamming ranking of the training codes h(X) for h(v). After each h
-        step, if it is lower than the last accepted one (initially that of the ITQ hash
-        function), h, f and Z return to the previous iterate and the schedule skips to the
-        first value after the current mu's last occurrence; the Z step then runs at that mu.
-    exact_max_bits : exact (enumerative) Z step for L <= this, else relaxation + rounding +
-        greedy bit flips (alternating optimisation over single bits, as the authors' Zaltopt).
+        step, if it is lower than the last accepted one, h, f and Z return to the previous
+        iterate and the schedule skips to the first value after the current mu's last
+        occurrence; the Z step then runs at that mu.
+    validation_style : how the validation points are used.
+
+        * "held_out" (default): removed from the training set, and the first h step is held
+          against the initial hash function's score like every later one (it can be undone).
+        * "authors": as the authors' ``ba.m``: the points stay in the training set (each is
+          then its own nearest neighbour) and the first h step is accepted without a
+          comparison (their last accepted score starts at 0).
+    exact_max_bits : exact (enumerative) Z step for L <= this, else an approximate one (``zstep``).
+    zstep : the approximate Z step for L > exact_max_bits.
+
+        * "best" (default): relaxation, rounding and greedy bit flips, also from h(x_n) and from
+          the previous z_n, keeping the best of the three: never worse than either.
+        * "authors": their Zrelaxed + Zaltopt: the relaxation warm-started at its previous
+          solution, sequential greedy truncation, then single-bit alternating optimisation
+          from there, not compared with h(x_n) or z_n (:func:`cbir.hashing.zstep.zstep_authors`).
+          Numpy only (device "cpu").
     svm_tol, svm_max_newton, svm_max_cg : the h step. Each SVM stops by LIBLINEAR's rule with
         eps = svm_tol (LIBLINEAR's default 0.01; the authors call it with 1e-3) or after
         svm_max_newton truncated-Newton steps of at most svm_max_cg conjugate-gradient steps
@@ -80,14 +96,20 @@ class BinaryAutoencoder(LinearHasher):
         sum_n |z_nl - h_l(x_n)| (the SVM minimises a surrogate, the squared hinge, so its
         solution can mismatch more); this makes E_Q non-increasing at fixed mu. False: always
         take the new SVM, as the authors do.
-    itq_iter : ITQ iterations of the initialisation.
+    init : the initial codes and hash function: "itq" (default; the paper's and the authors'
+        start), "pca" (PCA hashing: the signs of the top L principal components) or "lsh"
+        (signs of seeded random projections). BA only moves from its start as far as lowering
+        the reconstruction error pays, so the start shows in the codes: ITQ's balanced rotation
+        keeps classes apart, PCA's top directions keep Euclidean neighbours (measurements in
+        docs/hashing-notes.md).
+    itq_iter : ITQ iterations of the "itq" initialisation.
     device : "cpu" (default) -- this numpy implementation; "cuda" -- the same steps in torch on
         the GPU; "auto" -- "cuda" when torch sees a GPU, else "cpu"; "torch-cpu" -- the torch
         implementation on the CPU (to check it against the numpy one). torch is imported only
         for the torch devices.
-    random_state : passed to the ITQ initialisation (its PCA and random rotation), so the initial
-        codes are those of ``ITQ(n_bits, random_state=random_state)`` fitted on the training
-        points; also draws the validation points. Nothing else is random.
+    random_state : passed to the initialisation, so the initial codes are those of
+        ``ITQ(n_bits, random_state=random_state)`` (or PCAH, LSH) fitted on the training points;
+        also draws the validation points. Nothing else is random.
 
     Attributes
     ----------
@@ -101,8 +123,8 @@ class BinaryAutoencoder(LinearHasher):
 
     Notes
     -----
-    The ITQ projection, rescaled to minimise each bit's SVM objective along it, is the warm start
-    of the first h step. Z step: exact for L <= exact_max_bits (all codes within the Hamming
+    The initial projection, rescaled to minimise each bit's SVM objective along it, is the warm
+    start of the first h step. Z step: exact for L <= exact_max_bits (all codes within the Hamming
     radius floor(||x_n - f(h(x_n))||^2 / mu) of h(x_n)); otherwise the box relaxation is solved,
     rounded and improved by single bit flips, and the best of that, h(x_n) and the previous z_n
     (each also improved by flips) is kept -- never worse than the previous code.
@@ -118,11 +140,14 @@ class BinaryAutoencoder(LinearHasher):
         mu0_scale: float = 0.05,
         mu_factor: float = 1.5,
         n_validation: int = 0,
+        validation_style: str = "held_out",
         exact_max_bits: int = 16,
+        zstep: str = "best",
         svm_tol: float = 0.01,
         svm_max_newton: int | None = 3,
         svm_max_cg: int | None = 10,
         reject_worse_svm: bool = True,
+        init: str = "itq",
         itq_iter: int = 50,
         device: str = "cpu",
         random_state=None,
@@ -134,11 +159,14 @@ class BinaryAutoencoder(LinearHasher):
         self.mu0_scale = mu0_scale
         self.mu_factor = mu_factor
         self.n_validation = n_validation
+        self.validation_style = validation_style
         self.exact_max_bits = exact_max_bits
+        self.zstep = zstep
         self.svm_tol = svm_tol
         self.svm_max_newton = svm_max_newton
         self.svm_max_cg = svm_max_cg
         self.reject_worse_svm = reject_worse_svm
+        self.init = init
         self.itq_iter = itq_iter
         self.device = device
         self.random_state = random_state
@@ -164,18 +192,25 @@ class BinaryAutoencoder(LinearHasher):
         """
         if int(self.max_iter) < 1:
             raise ValueError(f"max_iter must be >= 1, got {self.max_iter}")
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; expected one of {INITS}")
+        if self.zstep not in ZSTEPS:
+            raise ValueError(f"unknown zstep {self.zstep!r}; expected one of {ZSTEPS}")
         L = self.n_bits
-        X_fit, validator = self._hold_out_validation(X)
+        X_fit, validator = self._validation(X)
         state = _make_state(self.device, X_fit, float(self.C))
-        itq = ITQ(L, n_iter=self.itq_iter, random_state=self.random_state).fit(X_fit)
-        state.init_from_linear(itq.W_, itq.b_)
+        start = {"itq": lambda: ITQ(L, n_iter=self.itq_iter, random_state=self.random_state), "pca": lambda: PCAH(L, random_state=self.random_state), "lsh": lambda: LSH(L, random_state=self.random_state)}[self.init]()
+        start.fit(X_fit)
+        state.init_from_linear(start.W_, start.b_)
         mus = self._mu_values(state.recon_sum(state.Z) / len(X_fit))
         log.info("BA: %d bits, %d x %d training features, device %s, mu schedule (%d values): %s",
                  L, *X_fit.shape, state.name, len(mus), np.array2string(mus, precision=3, separator=", ", max_line_width=1 << 16))
         accepted_precision = validator(state.hash_codes(), state.weights()) if validator else np.nan
         if validator:
-            log.info("validation: %d points, tie-aware precision@%d of the ITQ initialisation %.4f",
-                     validator.n_points, validator.k, accepted_precision)
+            log.info("validation (%s): %d points, tie-aware precision@%d of the %s initialisation %.4f",
+                     self.validation_style, validator.n_points, validator.k, self.init, accepted_precision)
+            if self.validation_style == "authors":
+                accepted_precision = 0.0  # their first h step is taken whatever it scores
 
         rows, j, converged = [], 0, False
         while j < len(mus) and len(rows) < int(self.max_iter):
@@ -199,7 +234,7 @@ class BinaryAutoencoder(LinearHasher):
             mu = mus[min(j, len(mus) - 1)]
             e_hf = state.e_q(mu)
             e_ba = state.recon_sum(state.H)
-            z_changed = 0 if skip_z else state.z_step(mu, self.exact_max_bits)
+            z_changed = 0 if skip_z else state.z_step(mu, self.exact_max_bits, self.zstep)
             e_recon = state.recon_sum(state.Z)
             mismatches = state.mismatches()
             rows.append(dict(
@@ -226,9 +261,11 @@ class BinaryAutoencoder(LinearHasher):
         self.A_, self.c_ = _least_squares_decoder(X_fit.astype(np.float32, copy=False), state.hash_codes())
         log.info("BA: %s after %d iterations", "converged (Z = h(X))" if converged else "stopped", self.n_iter_)
 
-    def _hold_out_validation(self, X):
-        """(training points, validator or None); sets ``validation_indices_`` (rows of X held out,
-        sorted; empty without validation)."""
+    def _validation(self, X):
+        """(training points, validator or None); sets ``validation_indices_`` (rows of X drawn for
+        validation, sorted; empty without validation)."""
+        if self.validation_style not in VALIDATION_STYLES:
+            raise ValueError(f"unknown validation_style {self.validation_style!r}; expected one of {VALIDATION_STYLES}")
         n_val = int(self.n_validation or 0)
         if n_val < 0 or (n_val and len(X) - n_val < max(self.n_bits, 2)):
             raise ValueError(f"n_validation={n_val} leaves too few of the {len(X)} training points")
@@ -236,6 +273,8 @@ class BinaryAutoencoder(LinearHasher):
         self.validation_indices_ = np.sort(rng.choice(len(X), n_val, replace=False)) if n_val else np.zeros(0, dtype=np.int64)
         if n_val == 0:
             return X, None
+        if self.validation_style == "authors":
+            return X, _Validator(X, X[self.validation_indices_])
         held_out = np.zeros(len(X), dtype=bool)
         held_out[self.validation_indices_] = True
         return X[~held_out], _Validator(X[~held_out], X[held_out])
@@ -314,7 +353,7 @@ class _MACState:
     bias regularisation included, and makes its Hessian close to diagonal)."""
 
     name = "cpu (numpy)"
-    _SNAPSHOT = ("V", "W_aug", "H", "Z", "Z_fit", "A", "c", "G", "q", "xc_sq")
+    _SNAPSHOT = ("V", "W_aug", "H", "Z", "Z_fit", "A", "c", "G", "q", "xc_sq", "relaxed")
 
     def __init__(self, X: np.ndarray, C: float):
         self.C = C
@@ -326,6 +365,7 @@ class _MACState:
         self.X_rot_sq = self.X_rot * self.X_rot
         self.x_sq = (X.astype(np.float64) ** 2).sum(axis=1)
         self.Z_fit = None  # codes each bit's SVM was last fitted to (None: never)
+        self.relaxed = None  # the authors' Z step: its last relaxed solution (None: none yet)
 
     # hash function -----------------------------------------------------------
     def init_from_linear(self, W, b):
@@ -398,10 +438,14 @@ class _MACState:
         return self.recon_sum(self.Z) + mu * self.mismatches()
 
     # codes ---------------------------------------------------------------------
-    def z_step(self, mu, exact_max_bits) -> int:
+    def z_step(self, mu, exact_max_bits, style="best") -> int:
         workers = blas_threads()  # the relaxed step's independent searches go side by side instead
         with single_threaded_blas():  # (N, L) x (L, L) products: faster single-threaded
-            Z = zstep(self.q, self.G, self.H, self.Z, mu, h_err=self.recon(self.H), exact_max_bits=exact_max_bits, workers=workers)
+            if style == "authors" and self.Z.shape[1] > exact_max_bits:
+                start = self.H.astype(np.float64) if self.relaxed is None else self.relaxed
+                Z, self.relaxed = zstep_authors(self.q, self.G, self.H, mu, start)
+            else:
+                Z = zstep(self.q, self.G, self.H, self.Z, mu, h_err=self.recon(self.H), exact_max_bits=exact_max_bits, workers=workers)
         changed = int((Z != self.Z).sum())
         self.Z = Z
         return changed

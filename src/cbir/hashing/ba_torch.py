@@ -341,7 +341,9 @@ class TorchMACState:
     def e_q(self, mu) -> float:
         return self.recon_sum(self.Z) + mu * self.mismatches()
 
-    def z_step(self, mu, exact_max_bits) -> int:
+    def z_step(self, mu, exact_max_bits, style="best") -> int:
+        if style != "best":
+            raise ValueError(f"zstep {style!r} runs on the numpy path only (device 'cpu')")
         h_err = self.recon(self.H)
         if self.q.shape[1] <= exact_max_bits:
             Z = _zstep_exact(self.q, self.G, self.H, mu, h_err)

@@ -197,6 +197,48 @@ def zstep_relaxed(q, G, H, Z_prev, mu, h_err=None, max_iter: int = 100, tol: flo
     return Z
 
 
+def zstep_authors(q, G, H, mu, relaxed_start, max_sweeps: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """The authors' approximate Z step (their Zrelaxed.m then Zaltopt.m): (codes, relaxed solution).
+
+    The box relaxation warm-started at ``relaxed_start`` (their previous relaxed solution, or
+    h(X) at first); then sequential greedy truncation, bit 1..L, each set to the better of 0 and
+    1 (ties: 0) with the earlier bits binary and the later ones still relaxed, the penalty
+    mu (z_l - h_l)^2 of the relaxation; then alternating optimisation over single bits, cycling
+    until L consecutive bits keep their value (a tie flips, as in Zaltopt) or ``max_sweeps``
+    sweeps. Unlike :func:`zstep_relaxed`, the result is not compared with h(X) or the previous
+    codes, so it can be worse than either: a weaker optimiser of E_Q that lets Z move further
+    from h, which measurably keeps more Euclidean neighbours (docs/hashing-notes.md).
+    """
+    q = np.asarray(q, dtype=np.float64)
+    Hf = np.asarray(H, dtype=np.float64)
+    relaxed = box_qp(q, G, Hf, mu, relaxed_start)
+    Z = relaxed.copy()
+    GZ = Z @ G
+    diag = np.diag(G)
+
+    def change(i, value):  # F_n(z with z_i = value) - F_n(z), quadratic penalty on the relaxed bits
+        d = value - Z[:, i]
+        return d * (2 * GZ[:, i] - 2 * q[:, i] + diag[i] * d) + mu * ((value - Hf[:, i]) ** 2 - (Z[:, i] - Hf[:, i]) ** 2)
+
+    n_bits = Z.shape[1]
+    for i in range(n_bits):
+        value = (change(i, 1.0) < change(i, 0.0)).astype(np.float64)
+        GZ += np.outer(value - Z[:, i], G[i])
+        Z[:, i] = value
+    unchanged = np.zeros(len(Z), dtype=np.int64)
+    for step in range(max_sweeps * n_bits):
+        active = unchanged < n_bits
+        if not active.any():
+            break
+        i = step % n_bits
+        flip = active & (change(i, 1.0 - Z[:, i]) <= 0)  # on binary z the penalty is mu * Hamming
+        d = np.where(flip, 1.0 - 2.0 * Z[:, i], 0.0)
+        GZ += np.outer(d, G[i])
+        Z[:, i] += d
+        unchanged = np.where(flip, 0, unchanged + active)
+    return Z.astype(np.uint8), relaxed
+
+
 def zstep(q, G, H, Z_prev, mu, h_err=None, exact_max_bits: int = 16, workers: int = 1) -> np.ndarray:
     """Exact Z step for L <= exact_max_bits, else the relaxed one (on up to ``workers`` threads);
     never worse than Z_prev."""

@@ -51,7 +51,7 @@ def explorer_data(descriptors: dict[str, dict], manifest: pd.DataFrame, mode: st
     (``ranking``, ``per_query``); the queries are a seeded sample common to all of them."""
     rankings = {name: read_parquet(files["ranking"], columns=["query_id", "rank", "image_id", "relevant"]) for name, files in descriptors.items()}
     per_query = {name: read_parquet(files["per_query"], columns=["query_id", "ground_truth", "map"]) for name, files in descriptors.items()}
-    common = sorted(set.intersection(*(set(r["query_id"]) for r in rankings.values()))) if rankings else []
+    common = sorted(set.intersection(*(set(r["query_id"].unique()) for r in rankings.values()))) if rankings else []
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(common, size=min(n_queries, len(common)), replace=False).tolist()) if common else []
     position = {image_id: i for i, image_id in enumerate(manifest["image_id"])}
