@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 _PRECOND_BLOCK = 128  # SVM preconditioner: dense block over the top principal directions
 DEVICES = ("cpu", "auto", "cuda", "torch-cpu")
-INITS = ("itq", "pca", "lsh")
+STARTS = {"itq": ITQ, "pca": PCAH, "lsh": LSH}  # init -> the hasher whose codes BA starts from
+INITS = tuple(STARTS)
 ZSTEPS = ("best", "authors")
 VALIDATION_STYLES = ("held_out", "authors")
 
@@ -199,8 +200,8 @@ class BinaryAutoencoder(LinearHasher):
         L = self.n_bits
         X_fit, validator = self._validation(X)
         state = _make_state(self.device, X_fit, float(self.C))
-        start = {"itq": lambda: ITQ(L, n_iter=self.itq_iter, random_state=self.random_state), "pca": lambda: PCAH(L, random_state=self.random_state), "lsh": lambda: LSH(L, random_state=self.random_state)}[self.init]()
-        start.fit(X_fit)
+        options = {"n_iter": self.itq_iter} if self.init == "itq" else {}
+        start = STARTS[self.init](L, random_state=self.random_state, **options).fit(X_fit)
         state.init_from_linear(start.W_, start.b_)
         mus = self._mu_values(state.recon_sum(state.Z) / len(X_fit))
         log.info("BA: %d bits, %d x %d training features, device %s, mu schedule (%d values): %s",
