@@ -27,20 +27,21 @@ import os
 import numpy as np
 import pandas as pd
 
-from cbir.config import load_config
+from cbir.config import deep_hashers, load_config
+from cbir.deephash.core import training_recipe
 from cbir.evaluation import reference_space
 from cbir.features import validation_mask
 from cbir.io import read_descriptors
 from cbir.metrics import evaluate_distances, tie_aware_precision_at_k
 from cbir.paths import Layout
 from cbir.search import pairwise_hamming
-from cbir.ssdh import training_recipe
 
 
 def held_out_fraction(config: dict, backbone: str, method: str) -> float:
-    """The validation fraction the codes' network was trained with (SSDH may change it)."""
+    """The validation fraction the codes' network was trained with (a deep hashing method trained
+    end to end may change it; every other method holds out the backbone's)."""
     backbone_cfg = config["backbones"][backbone]
-    recipe = training_recipe(backbone_cfg, config["hashing"]["ssdh"]) if method == "ssdh" else backbone_cfg["finetune"]
+    recipe = training_recipe(backbone_cfg, config["hashing"][method]) if method in deep_hashers() else backbone_cfg["finetune"]
     return recipe["validation_fraction"]
 
 
@@ -105,9 +106,6 @@ def main(argv=None) -> None:
         for backbone in cfg["hashing"]:
             references = {}  # seed -> the features' space, read once
             for method in args.methods or config["hashing"]["methods"]:
-                if method == "ssdh_head":  # fitted on every training row's features: nothing is held out from it
-                    print("skipped ssdh_head: it trains on every training image, the held-out ones too", flush=True)
-                    continue
                 fraction = held_out_fraction(config, backbone, method)
                 for bits in config["hashing"]["bits"]:
                     for seed in config["seeds"]:

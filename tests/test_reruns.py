@@ -18,17 +18,18 @@ from workflow import job_counts, snakemake
 BASE = yaml.safe_load((REPO / "config.yaml").read_text())
 SEEDS = BASE["seeds"]
 N_METHODS = len(BASE["hashing"]["methods"])
-# SSDH trains a network, so it has its own rules; every other method is one train_hash job.
-HASH_RULE = {"ssdh": "train_ssdh", "ssdh_head": "train_ssdh_head"}
+# A deep hashing method trains networks, so it has its own rules, each training every code length
+# in one job (end to end on one trunk, or head only); every other method is one train_hash job per length.
+HASH_RULE = {"ssdh": "train_deep_hash_joint", "ssdh_head": "train_deep_hash_head"}
 
 
 def hashing_jobs(seeds: int, lengths: int) -> dict[str, int]:
     """The training jobs planned when every hashing method is trained again for ``seeds`` repeats
-    and ``lengths`` code lengths: one job per length, but one for all of SSDH's (trained together)."""
+    and ``lengths`` code lengths: one job per length, but one for all of a deep method's."""
     jobs: dict[str, int] = {}
     for method in BASE["hashing"]["methods"]:
         rule = HASH_RULE.get(method, "train_hash")
-        jobs[rule] = jobs.get(rule, 0) + seeds * (1 if method == "ssdh" else lengths)
+        jobs[rule] = jobs.get(rule, 0) + seeds * (1 if method in HASH_RULE else lengths)
     return jobs
 
 

@@ -7,8 +7,13 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from jsonschema import Draft202012Validator
 
-from cbir.splits import SplitError, class_counts, sample_split
+from cbir.config import ConfigError, load_schema, validate_config
+from cbir.splits import PRESETS, SplitError, class_counts, sample_split
+
+from conftest import REPO
 
 
 def manifest(train_per_class: int, test_per_class: int, n_classes: int = 10) -> pd.DataFrame:
@@ -132,3 +137,102 @@ def test_a_database_that_takes_every_image_leaves_no_queries_and_says_so():
         sample_split(manifest(50, 0), protocol, seed=0, name="digits")
     with pytest.raises(SplitError, match=re.escape("protocols.digits.query_per_class: the protocol leaves no query images")):
         sample_split(manifest(50, 0), {**protocol, "query_per_class": "all"}, seed=0, name="digits")
+
+
+# The presets: CIFAR-10's shape, 5,000 training-split and 1,000 test-split images in each of 10 classes.
+CIFAR = manifest(5000, 1000)
+
+
+def ids(split, role):
+    return set(split.loc[split[role], "image_id"])
+
+
+@pytest.mark.parametrize(
+    ("preset", "train", "database", "query"),
+    [("cifar10", 5000, 54000, 1000), ("cifar10-1", 5000, 59000, 1000), ("cifar10-2", 50000, 50000, 10000), ("first-paper", 10000, 10000, 1000)],
+)
+def test_preset_sizes_per_class_and_in_total(preset, train, database, query):
+    split = sample_split(CIFAR, PRESETS[preset], seed=0, name=preset)
+    for role, total in (("train", train), ("database", database), ("query", query)):
+        assert split[role].sum() == total and (per_class(split, role) == total // 10).all(), role
+    assert not ids(split, "query") & (ids(split, "database") | ids(split, "train"))
+
+
+def test_deephash_presets_relate_train_and_database_as_defined():
+    everything = set(CIFAR["image_id"])
+    # cifar10: training images apart from the database, which is all the rest.
+    split = sample_split(CIFAR, PRESETS["cifar10"], seed=0)
+    assert not ids(split, "train") & ids(split, "database")
+    assert ids(split, "train") | ids(split, "database") | ids(split, "query") == everything
+    # cifar10-1: the database is every non-query image; training images are sampled from it.
+    split = sample_split(CIFAR, PRESETS["cifar10-1"], seed=0)
+    assert ids(split, "train") < ids(split, "database") and ids(split, "database") | ids(split, "query") == everything
+    # cifar10-2: training set = database; with the queries, every image.
+    split = sample_split(CIFAR, PRESETS["cifar10-2"], seed=0)
+    assert ids(split, "train") == ids(split, "database") and ids(split, "database") | ids(split, "query") == everything
+
+
+@pytest.mark.parametrize("preset", ["cifar10", "cifar10-1", "cifar10-2"])
+def test_deephash_presets_pool_the_train_and_test_splits(preset):
+    split = sample_split(CIFAR, PRESETS[preset], seed=0)
+    for role in ("train", "database", "query"):
+        assert set(split.loc[split[role], "split"]) == {"train", "test"}, role
+
+
+def test_first_paper_preset_queries_test_images_only():
+    split = sample_split(CIFAR, PRESETS["first-paper"], seed=0)
+    assert (split.loc[split["query"], "split"] == "test").all() and (split.loc[split["database"], "split"] == "train").all()
+
+
+def test_a_preset_is_seeded():
+    first, again, other = (sample_split(CIFAR, PRESETS["cifar10-1"], seed=s) for s in (7, 7, 8))
+    pd.testing.assert_frame_equal(first, again)
+    assert ids(first, "query") != ids(other, "query") and ids(first, "train") != ids(other, "train")
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_presets_are_written_in_the_protocol_vocabulary_users_have(preset):
+    schema = load_schema()
+    protocol_schema = {**schema["properties"]["protocols"]["additionalProperties"], "$defs": schema["$defs"]}
+    assert not list(Draft202012Validator(protocol_schema).iter_errors(PRESETS[preset]))
+
+
+def test_rest_is_every_training_split_image_left_when_queries_are_test_images():
+    protocol = {"kind": "per_class", "query_per_class": 10, "train_per_class": 100, "database_per_class": "rest"}
+    split = sample_split(manifest(150, 30), protocol, seed=0)
+    assert (per_class(split, "train") == 100).all() and (per_class(split, "database") == 50).all() and (per_class(split, "query") == 10).all()
+    assert not ids(split, "train") & ids(split, "database")
+
+
+def preset_config(protocol: str, **protocols) -> dict:
+    """The default config on a dataset named cifar, its hashing section left at the defaults, with no `protocols` but these."""
+    config = {key: value for key, value in yaml.safe_load((REPO / "config.yaml").read_text()).items() if key not in ("hashing", "protocols")}
+    return {**config, "datasets": {"cifar": {"kind": "cifar10", "protocol": protocol, "hashing": ["smallcnn"]}}, **({"protocols": protocols} if protocols else {})}
+
+
+def test_a_dataset_names_a_preset_without_defining_it():
+    config = validate_config(preset_config("cifar10-1"))
+    assert config["protocols"] == {"cifar10-1": PRESETS["cifar10-1"]}
+
+
+def test_a_protocol_may_not_take_a_preset_s_name():
+    with pytest.raises(ConfigError, match=re.escape("config key 'protocols.cifar10': 'cifar10' is a preset")):
+        validate_config(preset_config("cifar10", cifar10={"kind": "per_class", "query_per_class": 1, "database_per_class": "all"}))
+
+
+def test_rest_needs_a_number_of_training_images():
+    mine = {"kind": "per_class", "query_per_class": 1, "database_per_class": "rest"}
+    with pytest.raises(ConfigError, match=re.escape("config key 'protocols.mine.train_per_class': database_per_class `rest`")):
+        validate_config(preset_config("mine", mine=mine))
+
+
+def test_a_preset_asking_a_dataset_for_more_images_than_it_has_names_dataset_and_preset(tmp_path, monkeypatch):
+    """cifar10-2 takes 6,000 images per class; a dataset with fewer stops the run before any job."""
+    monkeypatch.chdir(tmp_path)
+    small = manifest(5000, 500).assign(path="", index=0)
+    path = tmp_path / "resources" / "datasets" / "cifar" / "manifest.parquet"
+    path.parent.mkdir(parents=True)
+    small.to_parquet(path)
+    detail = "preset 'cifar10-2', query_per_class: 1000 images per class asked for, but class '0' has only 500 images left"
+    with pytest.raises(ConfigError, match=re.escape(f"config key 'datasets.cifar.protocol': {detail}") + ".*dataset cifar"):
+        validate_config(preset_config("cifar10-2"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import numpy as np
 import pandas as pd
@@ -82,3 +83,16 @@ def test_neighbours_of_a_held_out_image_leave_it_out(tmp_path):
     write_descriptors(tmp_path / "binary.parquet", index, binary)
     result = validation_map.validation_map(tmp_path / "codes32.parquet", 0.1, 0, 50, reference_space(tmp_path / "binary.parquet", "none"), n_neighbours=10)
     assert result["val_p@K"] == pytest.approx(100.0)
+
+
+def test_head_only_recipes_are_scored_on_the_held_out_images(default_run, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # it imports validation_map as the scripts do
+    spec = importlib.util.spec_from_file_location("deephash_head_search", REPO / "benchmarks" / "deephash_head_search.py")
+    search = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(search)
+    recipes = ['{"epochs": 2}', '{"epochs": 2, "options": {"eta": 1.0}}']
+    search.main(["--configfile", str(REPO / "config.yaml"), "--results", str(default_run / "results"), "--methods", "dpsh", "--bits", "12", "--seeds", "0", "1", "--recipes", *recipes])
+    lines = capsys.readouterr().out.splitlines()
+    scores = [float(m.group(1)) for line in lines if (m := re.search(r"val mAP +([\d.]+) +fit", line))]
+    assert len(scores) == 4 and all(0 < s <= 100 for s in scores)
+    assert "validation mAP@1000 (%), mean ± sd over seeds" in lines

@@ -94,31 +94,74 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict
     Every schema error is reported at once, naming its key; then snakemake's ``validate`` fills
     in the defaults, and the checks a schema cannot express run on the result.
     """
-    from snakemake.utils import validate
-
     schema = load_schema(schema_path)
     config = copy.deepcopy(config) if config is not None else {}
     errors = sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     problems = [_describe(e) for e in errors]
     if not problems:
-        validate(config, str(schema_path), set_default=True)
-        problems = _cross_checks(config) or _split_checks(config)
+        _plugin_sections(config, schema)
+        _fill_defaults(config, schema)
+        problems = [*_protocol_checks(config), *_cross_checks(config), *_plugin_checks(config, schema)] or _split_checks(config)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(dict.fromkeys(problems)))
     return _sorted_keys(config)
 
 
+def _fill_defaults(config: dict, schema: dict) -> None:
+    """Fill in the schema's defaults, in place (as snakemake's ``validate(set_default=True)``, but
+    with the generated schema of :func:`load_schema`)."""
+    from jsonschema import validators
+
+    def set_defaults(validator, properties, instance, subschema):
+        if isinstance(instance, dict):
+            for name, check in properties.items():
+                if "default" in check:
+                    instance.setdefault(name, copy.deepcopy(check["default"]))
+        yield from Draft202012Validator.VALIDATORS["properties"](validator, properties, instance, subschema)
+
+    validators.extend(Draft202012Validator, {"properties": set_defaults})(schema).validate(config)
+
+
+#: The mark of a plug-in's section in the schema of :func:`load_schema` (validation ignores unknown keywords).
+PLUGIN_SECTION = "x-cbir-plugin"
+
+
+def _plugin_sections(config: dict, schema: dict) -> None:
+    """An empty section for each plug-in named in ``hashing.methods`` without one, to be filled in
+    with the defaults (a loss's training keys). Only for these: an installed plug-in that a config
+    does not use adds nothing to it, so that installing one changes no config's hash nor reruns."""
+    sections = schema["properties"]["hashing"]["properties"]
+    hashing = config.setdefault("hashing", {})
+    for method in hashing.get("methods", []):
+        for name in (method, deep_method(method)):
+            if PLUGIN_SECTION in sections.get(name, {}):
+                hashing.setdefault(name, {})
+
+
 def load_schema(schema_path: str | Path = SCHEMA_PATH) -> dict:
-    """The config schema, with its generated part: ``hashing.ssdh.finetune`` takes the keys and
-    checks of a backbone's ``finetune``, without their defaults (it holds changes to a recipe)."""
+    """The config schema, with its generated parts: each deep hashing method's section takes the
+    training keys of ``$defs.deep_training``, whose ``finetune`` takes the keys and checks of a
+    backbone's ``finetune`` without their defaults (it holds changes to a recipe); each installed
+    plug-in (:mod:`cbir.plugins`) has a section of options under ``hashing``, marked
+    :data:`PLUGIN_SECTION` and checked against the plug-in by :func:`_plugin_checks`."""
+    from cbir import plugins
+
     with open(schema_path) as handle:
         schema = yaml.safe_load(handle)
     recipe = schema["properties"]["backbones"]["additionalProperties"]["properties"]["finetune"]["properties"]
-    changes = schema["properties"]["hashing"]["properties"]["ssdh"]["properties"]["finetune"]
-    changes["additionalProperties"] = False
-    changes["properties"] = {key: {k: v for k, v in check.items() if k != "default"} for key, check in recipe.items()}
-    # A variant of hashing.variants takes the options of its method's section.
+    training = copy.deepcopy(schema["$defs"]["deep_training"]["properties"])
+    training["finetune"]["additionalProperties"] = False
+    training["finetune"]["properties"] = {key: {k: v for k, v in check.items() if k != "default"} for key, check in recipe.items()}
     hashing = schema["properties"]["hashing"]["properties"]
+    for method in DEEP_HASHERS:
+        hashing[method]["properties"] = {**copy.deepcopy(training), **hashing[method]["properties"]}
+    for group in (plugins.HASHERS, plugins.LOSSES):
+        for name in plugins.names(group):
+            if name not in hashing:  # a name of cbir's own is refused when a config uses it (_plugin_checks)
+                hashing[name] = {"description": f"options of the plug-in `{name}` ({group}; docs/plugins.md)", "type": "object", PLUGIN_SECTION: group}
+                if group == plugins.LOSSES:
+                    hashing[name]["properties"] = copy.deepcopy(training)
+    # A variant of hashing.variants takes the options of its method's section.
     variant = hashing["variants"]["additionalProperties"]
     variant["allOf"] = [
         {
@@ -204,53 +247,86 @@ def _sorted_keys(value):
 
 def hasher_spec(config: dict, method: str) -> tuple[str, dict]:
     """(registry name, options) of a feature hasher named in ``hashing.methods``: a built-in
-    method with its section's options, or a variant of ``hashing.variants`` (its method, with
-    the variant's options over that method's section)."""
+    method or a plug-in with its section's options, or a variant of ``hashing.variants`` (its
+    method, with the variant's options over that method's section)."""
+    from cbir import plugins
+
     hashing = config["hashing"]
     variant = dict(hashing["variants"].get(method, {}))
     base = variant.pop("method", method)
-    return base, {**hashing.get(base, {}), **variant} if base in OPTION_SECTIONS else {}
+    return base, {**hashing.get(base, {}), **variant} if base in (*OPTION_SECTIONS, *plugins.names(plugins.HASHERS)) else {}
 
 
 #: Feature hashers (cbir.hashing.HASHERS) and the ones with an options section under ``hashing``.
 FEATURE_HASHERS = ("ba", "itq", "pcah", "lsh", "sh", "cca_itq")
 OPTION_SECTIONS = ("ba", "cca_itq")
-NETWORK_HASHERS = ("ssdh", "ssdh_head")
+#: Deep hashing methods (cbir.deephash.LOSSES), each trained end to end (its name) or as a hash
+#: layer on the frozen features (its name + ``_head``); each has a section under ``hashing``.
+DEEP_HASHERS = ("ssdh", "dpsh", "hashnet", "dsh", "greedyhash", "csq")
+HEAD_SUFFIX = "_head"
+#: Keys of a deep hashing method's section that say how to train, not what to minimise (the loss's options).
+DEEP_TRAINING_KEYS = ("start", "joint", "finetune", "head_only")
+NETWORK_HASHERS = (*DEEP_HASHERS, *(m + HEAD_SUFFIX for m in DEEP_HASHERS))
+
+
+def deep_method(name: str) -> str:
+    """The deep hashing method of a name in ``hashing.methods``: ``dpsh_head`` -> ``dpsh``."""
+    return name.removesuffix(HEAD_SUFFIX)
+
+
+# The methods with the installed plug-ins (cbir.plugins), found without importing them.
+def feature_hashers() -> tuple[str, ...]:
+    """The hashers fitted on features: :data:`FEATURE_HASHERS` and the hasher plug-ins."""
+    from cbir import plugins
+
+    return (*FEATURE_HASHERS, *plugins.names(plugins.HASHERS))
+
+
+def deep_hashers() -> tuple[str, ...]:
+    """The deep hashing methods: :data:`DEEP_HASHERS` and the loss plug-ins."""
+    from cbir import plugins
+
+    return (*DEEP_HASHERS, *plugins.names(plugins.LOSSES))
+
+
+def network_hashers() -> tuple[str, ...]:
+    """Every name of a deep hashing method in ``hashing.methods``: end to end and ``_head``."""
+    return (*deep_hashers(), *(m + HEAD_SUFFIX for m in deep_hashers()))
 
 
 def _cross_checks(config: dict) -> list[str]:
     """What JSON schema cannot say: references between sections and per-kind requirements."""
     problems = []
     hashing = config["hashing"]
-    known = (*FEATURE_HASHERS, *NETWORK_HASHERS)
+    known = (*feature_hashers(), *network_hashers())
     for name in hashing["variants"]:
         if name in known:
-            problems.append(f"config key 'hashing.variants.{name}': {name!r} is a built-in method; give the variant a name of its own")
+            problems.append(f"config key 'hashing.variants.{name}': {name!r} is a built-in method or a plug-in; give the variant a name of its own")
     for i, method in enumerate(hashing["methods"]):
         if method not in known and method not in hashing["variants"]:
             problems.append(f"config key 'hashing.methods.{i}': {method!r} is neither a method ({', '.join(known)}) nor a key of 'hashing.variants'")
     if isinstance(hashing["train_sample"], dict):
         for method in hashing["train_sample"]:
-            if method not in FEATURE_HASHERS and method not in hashing["variants"]:
-                problems.append(f"config key 'hashing.train_sample.{method}': not a method fitted on features ({', '.join(FEATURE_HASHERS)}) nor a key of 'hashing.variants'")
+            if method not in feature_hashers() and method not in hashing["variants"]:
+                problems.append(f"config key 'hashing.train_sample.{method}': not a method fitted on features ({', '.join(feature_hashers())}) nor a key of 'hashing.variants'")
     for name, dataset in config["datasets"].items():
         key = f"datasets.{name}"
-        if dataset["protocol"] not in config["protocols"]:
-            problems.append(f"config key '{key}.protocol': {dataset['protocol']!r} is not a key of 'protocols' ({', '.join(config['protocols'])})")
-        elif (config["protocols"][dataset["protocol"]]["kind"] == "holidays") != (dataset["kind"] == "holidays"):
-            problems.append(f"config key '{key}.protocol': the holidays protocol goes with the holidays dataset kind only")
         for pipeline in ("hashing", "metric_learning"):
             for backbone in dataset[pipeline]:
                 if backbone not in config["backbones"]:
                     problems.append(f"config key '{key}.{pipeline}': {backbone!r} is not a key of 'backbones' ({', '.join(config['backbones'])})")
         if not dataset["hashing"] and not dataset["metric_learning"]:
             problems.append(f"config key '{key}.hashing': give backbones to hash, to metric_learning, or both")
-        if dataset["kind"] == "imagefolder" and not dataset["root"]:
-            problems.append(f"config key '{key}.root': an imagefolder dataset needs the folder to index")
+        if dataset["kind"] in ("imagefolder", "multilabel") and not dataset["root"]:
+            problems.append(f"config key '{key}.root': a dataset of kind {dataset['kind']} needs the folder to index")
         elif dataset["root"] is not None and not Path(dataset["root"]).exists():
             problems.append(f"config key '{key}.root': {dataset['root']} does not exist (relative to {Path.cwd()}); set root: null to download")
         elif dataset["root"] is not None and not Path(dataset["root"]).is_dir():
             problems.append(f"config key '{key}.root': {dataset['root']} is a file; give the folder that holds the dataset")
+        elif (dataset["kind"] == "multilabel") != (dataset["labels"] is not None):
+            problems.append(f"config key '{key}.labels': " + ("a multilabel dataset needs its labels table" if dataset["labels"] is None else "only a multilabel dataset has a labels table"))
+        elif dataset["labels"] is not None and not (Path(dataset["root"]) / dataset["labels"]).is_file():
+            problems.append(f"config key '{key}.labels': no file {Path(dataset['root']) / dataset['labels']} (relative to {Path.cwd()})")
     for key in ("results_dir", "report_dir"):
         blocker = next((p for p in (Path(config[key]), *Path(config[key]).parents) if p.exists() and not p.is_dir()), None)
         if blocker is not None:
@@ -272,6 +348,77 @@ def _cross_checks(config: dict) -> list[str]:
     return problems
 
 
+def _plugin_checks(config: dict, schema: dict) -> list[str]:
+    """The plug-ins a config uses, named in ``hashing.methods`` or given options in their section:
+    each a name of its own (not one of cbir's methods or ``hashing`` keys), loadable, and given
+    only options it takes. Only these are imported (a loss plug-in imports torch)."""
+    from cbir import plugins
+
+    sections = schema["properties"]["hashing"]["properties"]
+    taken = {*FEATURE_HASHERS, *NETWORK_HASHERS, *(key for key, section in sections.items() if PLUGIN_SECTION not in section)}
+    training = set(schema["$defs"]["deep_training"]["properties"])
+    hashing, problems, used = config["hashing"], [], {}
+
+    def given(group: str, name: str) -> set[str]:
+        """The options the config gives a plug-in (a loss's section also holds the training keys)."""
+        return set(hashing.get(name, {})) - (training if group == plugins.LOSSES else set())
+
+    for i, method in enumerate(hashing["methods"]):
+        key = f"hashing.methods.{i}"
+        # a hasher of this name, a loss of this name, or the loss of a `<loss>_head`
+        candidates = dict.fromkeys([(plugins.HASHERS, method), (plugins.LOSSES, method), (plugins.LOSSES, deep_method(method))])
+        named = [(group, name) for group, name in candidates if name in plugins.names(group)]
+        if not named or method in hashing["variants"]:  # a variant of a plug-in's name: see _cross_checks
+            continue
+        described = " and ".join(plugins.describe(group, name) for group, name in named)
+        if method in taken or any(name in taken for _, name in named):
+            problems.append(f"config key '{key}': {method!r} is cbir's own, and also {described}; rename the plug-in's entry point")
+        elif len(named) > 1:
+            problems.append(f"config key '{key}': {method!r} names several plug-ins, {described}; rename one of their entry points")
+        elif named[0][0] == plugins.LOSSES and named[0][1].endswith(HEAD_SUFFIX):
+            problems.append(f"config key '{key}': {described}: a deep hashing plug-in's name cannot end in {HEAD_SUFFIX!r}, the suffix of head-only training")
+        else:
+            used.setdefault(named[0], key)
+    for group in (plugins.HASHERS, plugins.LOSSES):
+        for name in plugins.names(group):
+            if given(group, name) and name not in taken:
+                used.setdefault((group, name), f"hashing.{name}")
+    for (group, name), key in used.items():
+        try:
+            cls = plugins.load(group, name)
+        except plugins.PluginError as err:
+            problems.append(f"config key '{key}': {err}")
+            continue
+        allowed = plugins.options(group, cls)
+        for option in sorted(given(group, name) - allowed if allowed is not None else ()):
+            takes = ", ".join(sorted(allowed)) or "none"
+            problems.append(f"config key 'hashing.{name}.{option}': unknown option of {plugins.describe(group, name)}; it takes {takes}")
+    return problems
+
+
+def _protocol_checks(config: dict) -> list[str]:
+    """Each dataset's protocol defined; the presets the datasets name are added to ``protocols``, so that
+    every stage reads a protocol the same way. A protocol of a preset's name is an error rather than a
+    silent redefinition of it."""
+    from cbir.splits import PRESETS
+
+    problems = []
+    for name, protocol in config["protocols"].items():
+        if name in PRESETS:
+            problems.append(f"config key 'protocols.{name}': {name!r} is a preset (docs: Concepts); name your protocol otherwise, or drop it to use the preset")
+        elif protocol.get("database_per_class") == "rest" and not isinstance(protocol.get("train_per_class"), int):
+            problems.append(f"config key 'protocols.{name}.train_per_class': database_per_class `rest` (neither query nor training) needs a number here")
+    for name, dataset in config["datasets"].items():
+        key, protocol = f"datasets.{name}.protocol", dataset["protocol"]
+        if protocol in PRESETS:
+            config["protocols"].setdefault(protocol, copy.deepcopy(PRESETS[protocol]))
+        if protocol not in config["protocols"]:
+            problems.append(f"config key '{key}': {protocol!r} is neither a key of 'protocols' nor a preset ({', '.join(PRESETS)})")
+        elif (config["protocols"][protocol]["kind"] == "holidays") != (dataset["kind"] == "holidays"):
+            problems.append(f"config key '{key}': the holidays protocol goes with the holidays dataset kind only")
+    return problems
+
+
 def _split_checks(config: dict) -> list[str]:
     """Each protocol sampled on its dataset's manifest, where the dataset stage has written one:
     a split that asks a class for more images than it has stops the run before any job."""
@@ -283,12 +430,15 @@ def _split_checks(config: dict) -> list[str]:
         if not manifest_path.is_file():
             continue  # checked by the split stage, once the dataset is there
         from cbir.datasets import read_manifest
-        from cbir.splits import SplitError, sample_split
+        from cbir.splits import PRESETS, SplitError, sample_split
 
         try:
             sample_split(read_manifest(manifest_path), config["protocols"][dataset["protocol"]], config["seeds"][0], dataset["protocol"])
         except SplitError as err:
-            problems.append(f"config key '{str(err).split(':', 1)[0]}': {str(err).split(': ', 1)[1]} (dataset {name}, as read into {manifest_path})")
+            key, detail = str(err).split(": ", 1)
+            if dataset["protocol"] in PRESETS:  # not a key of the user's: name the preset and its option
+                key, detail = f"datasets.{name}.protocol", f"preset {dataset['protocol']!r}, {key.rsplit('.', 1)[1]}: {detail}"
+            problems.append(f"config key '{key}': {detail} (dataset {name}, as read into {manifest_path})")
         except (OSError, ValueError):
             pass  # an unreadable manifest: the dataset stage rewrites it and names the problem
     return problems

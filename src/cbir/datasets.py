@@ -8,10 +8,14 @@ Every dataset becomes a *manifest*, a Parquet table with one row per image:
 ``split``       the source split, ``train`` or ``test`` (``train`` where the source has no split)
 ``path``        where the pixels are: an image file, or the ``pixels.npy`` array beside the manifest
 ``index``       row in ``pixels.npy`` (-1 for image files)
+``labels``      multi-label datasets only: every class of the image (a list of int64, ascending);
+                ``label`` and ``class_name`` are then the first class its row of the labels table
+                names, so that per-class protocols and classifiers read it as single-label data
 
 Array datasets (digits, MNIST, Fashion-MNIST, CIFAR-10) store their pixels once in ``pixels.npy``
 (uint8, N x H x W x C) so that training reads them without decoding thousands of small files.
-Folder datasets (Caltech-101, Holidays, image folders) point at their image files.
+Folder datasets (Caltech-101, Holidays, image folders, multi-label collections) point at their
+image files.
 
 Downloads go through torchvision (or, for Holidays, torchvision's download helpers); every loader
 also takes ``root``, a local copy in the source's own on-disk format, and then never downloads.
@@ -19,11 +23,13 @@ also takes ``root``, a local copy in the source's own on-disk format, and then n
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
+import io
 import logging
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -37,6 +43,8 @@ log = logging.getLogger(__name__)
 
 
 MANIFEST_COLUMNS = ["image_id", "label", "class_name", "split", "path", "index"]
+#: What separates the class names in the ``labels`` field of a multi-label dataset's labels table.
+LABEL_DELIMITER = ";"
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
@@ -52,36 +60,41 @@ HOLIDAYS_N_IMAGES, HOLIDAYS_N_GROUPS = 1491, 500
 # --------------------------------------------------------------------------------------------
 
 
-def prepare_dataset(kind: str, manifest_path: str | os.PathLike, root: str | None = None, download_dir: str | None = None, checksums: dict | None = None) -> pd.DataFrame:
+def prepare_dataset(
+    kind: str, manifest_path: str | os.PathLike, root: str | None = None, download_dir: str | None = None, checksums: dict | None = None, labels: str | None = None
+) -> pd.DataFrame:
     """Read (or download) a dataset and write its manifest (and ``pixels.npy`` beside it).
 
     ``root`` is a local copy in the source's on-disk format; without it the dataset is downloaded
     into ``download_dir`` (the bundled ``digits`` needs neither). ``checksums`` maps archive file
     names to expected SHA-256 digests for downloads that torchvision does not verify itself.
+    ``labels`` is the path of a ``multilabel`` dataset's labels table (:func:`read_labels_table`).
     """
-    if kind not in _ARRAY_LOADERS and kind not in _FILE_LOADERS:
-        raise ValueError(f"unknown dataset kind {kind!r}; expected one of {sorted(_ARRAY_LOADERS) + sorted(_FILE_LOADERS)}")
+    if kind not in _ARRAY_LOADERS and kind not in _FILE_LOADERS and kind != "multilabel":
+        raise ValueError(f"unknown dataset kind {kind!r}; expected one of {sorted([*_ARRAY_LOADERS, *_FILE_LOADERS, 'multilabel'])}")
     manifest_path = Path(manifest_path)
     out_dir = manifest_path.parent
     if root is not None and not Path(root).exists():
         raise FileNotFoundError(f"dataset root does not exist: {root}")
     if root is None and kind == "imagefolder":
         raise ValueError("an imagefolder dataset needs `root`: the folder holding <class>/<image> files")
+    if kind == "multilabel" and (root is None or labels is None):
+        raise ValueError("a multilabel dataset needs `root` (the folder of its images) and `labels` (its labels table)")
     download_dir = Path(download_dir or out_dir / "download")
 
     if kind in PIXEL_ARRAY_KINDS:
-        pixels, labels, splits, classes = _ARRAY_LOADERS[kind](root, download_dir)
-        manifest = _array_manifest(pixels, labels, splits, classes, out_dir / "pixels.npy")
+        pixels, image_labels, splits, classes = _ARRAY_LOADERS[kind](root, download_dir)
+        manifest = _array_manifest(pixels, image_labels, splits, classes, out_dir / "pixels.npy")
         _save_npy(pixels, out_dir / "pixels.npy")
     else:
-        files = _FILE_LOADERS[kind](root, download_dir, checksums or {})
-        manifest = files
+        manifest = read_labels_table(labels, root) if kind == "multilabel" else _FILE_LOADERS[kind](root, download_dir, checksums or {})
         check_images(manifest["path"])
-    manifest = manifest[MANIFEST_COLUMNS].reset_index(drop=True)
+    manifest = manifest[[*MANIFEST_COLUMNS, *(["labels"] if "labels" in manifest else [])]].reset_index(drop=True)
     if manifest["image_id"].duplicated().any():
         raise ValueError(f"duplicate image ids in {kind} dataset: {manifest['image_id'][manifest['image_id'].duplicated()].head().tolist()}")
     write_parquet(manifest, manifest_path)
-    log.info("%s: %d images, %d classes, splits %s", kind, len(manifest), manifest["label"].nunique(), manifest["split"].value_counts().to_dict())
+    n_classes = len(np.unique(np.concatenate(manifest["labels"].to_numpy()))) if "labels" in manifest else manifest["label"].nunique()
+    log.info("%s: %d images, %d classes, splits %s", kind, len(manifest), n_classes, manifest["split"].value_counts().to_dict())
     return manifest
 
 
@@ -416,6 +429,79 @@ def _load_holidays(root, download_dir, checksums):
 
 
 _FILE_LOADERS = {"caltech101": _load_caltech101, "holidays": _load_holidays, "imagefolder": _load_imagefolder}
+
+
+def read_labels_table(path: str | os.PathLike, root: str | os.PathLike) -> pd.DataFrame:
+    """The manifest of a multi-label dataset: the images under ``root`` that the labels table
+    ``path`` lists, with their ``labels``.
+
+    The table is a UTF-8 CSV file with a header row naming (at least) the columns ``file``, an
+    image's path relative to ``root``, and ``labels``, its class names separated by ``;``
+    (:data:`LABEL_DELIMITER`), e.g. ``beach/0001.jpg,sky;water;person``. The first name listed is
+    the image's ``label``, the one per-class protocols and classifiers read. Class numbers follow
+    the sorted class names. Nothing in it is evaluated; a row that is malformed, names a file
+    outside ``root`` or missing, or gives no label, is an error naming the table and its line.
+    """
+    path, root = Path(path), Path(root)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing labels table: {printable_path(path)}")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # spreadsheets write a byte-order mark
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ValueError(f"{printable_path(path)}, line {line}: not UTF-8 text ({err.reason})") from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    image_ids, files, names_of, line_of = [], [], [], {}
+
+    def bad(message: str) -> ValueError:
+        return ValueError(f"{printable_path(path)}, line {max(reader.line_num, 1)}: {message}")
+
+    try:
+        header = [name.strip() for name in next(reader, [])]
+        if "file" not in header or "labels" not in header or len(set(header)) != len(header):
+            raise bad(f"the header must name the columns `file` and `labels` once each, got {header}")
+        at_file, at_labels = header.index("file"), header.index("labels")
+        for row in reader:
+            if not row:
+                continue  # a blank line
+            if len(row) != len(header):
+                raise bad(f"{len(row)} fields, the header has {len(header)} ({','.join(header)})")
+            file, names = row[at_file], list(dict.fromkeys(name.strip() for name in row[at_labels].split(LABEL_DELIMITER)))
+            relative = PurePosixPath(file)
+            if not file or "\0" in file or relative.is_absolute() or ".." in relative.parts:
+                raise bad(f"file {file!r} is not a path inside the dataset root {printable_path(root)}, relative to it")
+            try:
+                found = (root / relative).is_file()
+            except OSError as err:  # a name too long, say
+                raise bad(f"cannot read {file!r}: {err}") from None
+            if not found:
+                raise bad(f"no image file {printable_path(root / relative)}")
+            if not all(names):
+                raise bad(f"labels {row[at_labels]!r}: an empty class name (give one class or more, separated by {LABEL_DELIMITER!r})")
+            image_id = relative.as_posix()
+            if image_id in line_of:
+                raise bad(f"{image_id} is listed twice (first on line {line_of[image_id]})")
+            line_of[image_id] = reader.line_num
+            image_ids.append(image_id)
+            files.append(str(root / relative))
+            names_of.append(names)
+    except csv.Error as err:
+        raise bad(str(err)) from None
+    if not image_ids:
+        raise ValueError(f"{printable_path(path)}: lists no images")
+    number = {name: i for i, name in enumerate(sorted({name for names in names_of for name in names}))}
+    return pd.DataFrame(
+        {
+            "image_id": image_ids,
+            "label": np.array([number[names[0]] for names in names_of], dtype=np.int64),
+            "class_name": [names[0] for names in names_of],
+            "split": "train",
+            "path": files,
+            "index": np.int64(-1),
+            "labels": [sorted(number[name] for name in names) for names in names_of],
+        }
+    )
 
 
 # --------------------------------------------------------------------------------------------

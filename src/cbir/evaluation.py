@@ -5,7 +5,9 @@ them the top-k ranking (ties by database position, as faiss orders them), every 
 precision-recall curves, under each ground truth:
 
 ``labels``      a database image is relevant when it has the query's class (the first paper's
-                mAP@1000, the second paper's precision and mAP);
+                mAP@1000, the second paper's precision and mAP); on multi-label data, when it
+                shares at least one class with the query (NUS-WIDE's and MS-COCO's protocol in
+                the hashing literature: mAP@k then is DeepHash-pytorch's ``CalcTopMap``);
 ``neighbours``  a database image is relevant when it is among the query's K nearest by
                 Euclidean distance in the float feature space the hasher was trained on (the
                 binary autoencoder paper's protocol: what unsupervised hashing is built to keep).
@@ -29,6 +31,7 @@ from cbir.metrics import (
     pr_curve_by_k,
     pr_curve_by_radius,
     precision_at_k,
+    relevance_from_labels,
     score_ap_from_ranks_1,
     tie_aware_precision_at_k,
     top_k_by_distance,
@@ -110,7 +113,12 @@ def evaluate(
     descriptors, database, queries = load(descriptor_path)
     index = make_index(database.values, n_bits=descriptors.n_bits)
     k = min(k, len(database))
-    relevance = {"labels": lambda rows: queries.label[rows, None] == database.label[None, :]}
+    if descriptors.is_multilabel:
+        targets = descriptors.targets()
+        q_targets, d_targets = targets[descriptors.query], targets[descriptors.database]
+        relevance = {"labels": lambda rows: relevance_from_labels(q_targets[rows], d_targets)}
+    else:
+        relevance = {"labels": lambda rows: queries.label[rows, None] == database.label[None, :]}
     if reference_path is not None:
         if reference is None:
             reference = reference_space(reference_path, preprocess)
@@ -129,6 +137,7 @@ def evaluate(
         distances = index.pairwise(queries.values[rows])
         order = top_k_by_distance(distances, None)
         top = order[:, :k]
+        relevant = {gt: relevant_of(rows) for gt, relevant_of in relevance.items()}
         rankings.append(
             pd.DataFrame(
                 {
@@ -136,16 +145,15 @@ def evaluate(
                     "rank": np.tile(np.arange(1, k + 1), len(rows)),
                     "image_id": database.image_id[top.ravel()],
                     "distance": np.take_along_axis(distances, top, axis=1).ravel(),
-                    "relevant": (database.label[top] == queries.label[rows, None]).ravel(),
+                    "relevant": np.take_along_axis(relevant["labels"], top, axis=1).ravel(),
                 }
             )
         )
-        for gt, relevant_of in relevance.items():
-            relevant = relevant_of(rows)
-            parts.append(_per_query(distances, relevant, order, k, n_neighbours, holidays).assign(query_id=queries.image_id[rows], ground_truth=gt))
-            ranked[gt].append(np.take_along_axis(relevant, order[:, : max(PR_KS)], axis=1))
+        for gt, rel in relevant.items():
+            parts.append(_per_query(distances, rel, order, k, n_neighbours, holidays).assign(query_id=queries.image_id[rows], ground_truth=gt))
+            ranked[gt].append(np.take_along_axis(rel, order[:, : max(PR_KS)], axis=1))
             if descriptors.is_binary:
-                histograms[gt].append(distance_histograms(distances, relevant, descriptors.n_bits))
+                histograms[gt].append(distance_histograms(distances, rel, descriptors.n_bits))
         log.info("evaluated %d/%d queries", rows[-1] + 1, len(queries))
 
     write_parquet(pd.concat(rankings, ignore_index=True), outputs["ranking"])

@@ -17,14 +17,14 @@ import pyarrow.parquet as pq
 from cbir.config import input_mode
 from cbir.datasets import read_manifest
 from cbir.image_cache import open_image_cache
-from cbir.io import ROLES, read_parquet, write_descriptor_dataset, write_descriptors, write_feature_shard, write_parquet
+from cbir.io import read_parquet, write_descriptor_dataset, write_descriptors, write_feature_shard, write_parquet
 from cbir.models import Backbone, build_backbone
 from cbir.training import ImageTensors, save_checkpoint, finetune, fingerprint, resolve_device, run_layers, seed_everything
 
 log = logging.getLogger(__name__)
 
 #: Dataset kinds whose mirror images keep their class (digits do not: a mirrored 2 is no 2).
-MIRROR_INVARIANT = {"fashion_mnist", "cifar10", "caltech101", "holidays", "imagefolder"}
+MIRROR_INVARIANT = {"fashion_mnist", "cifar10", "caltech101", "holidays", "imagefolder", "multilabel"}
 
 
 def split_images(manifest_path: str | os.PathLike, split_path: str | os.PathLike) -> pd.DataFrame:
@@ -133,7 +133,7 @@ def extract_features(
     :func:`train_backbone`."""
     images = split_images(manifest_path, split_path)
     features = _layer_features(images, manifest_path, backbone_cfg, dataset_kind, layer, weights_path, seed, batch_size, image_cache)
-    write_descriptors(out_path, images[["image_id", "label", *ROLES]], features)
+    write_descriptors(out_path, images, features)  # its image_id, label, roles (and labels, for multi-label data)
     log.info("wrote %d x %d features to %s", *features.shape, out_path)
     return features
 

@@ -5,7 +5,9 @@ shuffled) order: ``image_id``, ``label``, the role flags ``train``, ``database``
 either ``feature`` (float descriptors, a fixed-size list of float32) or ``code`` (packed binary
 codes, fixed-size binary; the number of bits is kept in the schema metadata). Features from a
 backbone, hash codes and metric-learning descriptors all use it, so the search and evaluation
-stages read one format.
+stages read one format. Multi-label data add ``labels``, every class of the image (a list of
+int64; ``label`` is then one of them), as the manifest and split do; :func:`multi_hot` turns
+either form into 0/1 targets.
 
 With sharded extraction, features are a *descriptor dataset*: a folder named like the file,
 holding the shards' files (``part-NNNNN.parquet``: ``image_id``, ``label``, ``feature``, one per
@@ -119,6 +121,35 @@ def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> p
         raise ValueError(f"cannot read Parquet file {path}: {err}") from err
 
 
+def _flat_label_sets(labels) -> tuple[np.ndarray, np.ndarray]:
+    """(number of classes of each image, their classes one image after the other) of label sets."""
+    lengths = np.fromiter(map(len, labels), np.int64, len(labels))
+    flat = np.concatenate([np.asarray(x, np.int64) for x in labels]) if len(labels) else np.empty(0, np.int64)
+    return lengths, flat
+
+
+def multi_hot(label, labels=None, n_classes: int | None = None) -> np.ndarray:
+    """(N, C) float32 0/1 targets of N images: row i has a 1 in the column of each class of image i.
+
+    ``labels`` are the images' label sets (multi-label data: a sequence of integer arrays, such as
+    the ``labels`` column of a split); without them (single-label data) each row is ``label``
+    one-hot. ``n_classes`` defaults to the largest class number + 1.
+    """
+    if labels is None:
+        classes = np.asarray(label, dtype=np.int64)
+        rows = np.arange(len(classes))
+    else:
+        lengths, classes = _flat_label_sets(labels)
+        rows = np.repeat(np.arange(len(labels)), lengths)
+    needed = int(classes.max()) + 1 if len(classes) else 0
+    n_classes = needed if n_classes is None else int(n_classes)
+    if needed > n_classes or (len(classes) and classes.min() < 0):
+        raise ValueError(f"class numbers must lie in 0..{n_classes - 1}, got {classes.min()}..{classes.max()}")
+    targets = np.zeros((len(label) if labels is None else len(labels), n_classes), np.float32)
+    targets[rows, classes] = 1
+    return targets
+
+
 @dataclass(frozen=True)
 class Descriptors:
     """Descriptors of the images of a split, row-aligned with ``image_id``."""
@@ -130,10 +161,19 @@ class Descriptors:
     query: np.ndarray  # bool
     values: np.ndarray  # float32 (N, D) features, or uint8 (N, ceil(n_bits / 8)) packed codes
     n_bits: int | None = None  # set for binary codes
+    labels: np.ndarray | None = None  # multi-label data: each image's classes (an object array of int64 arrays)
 
     @property
     def is_binary(self) -> bool:
         return self.n_bits is not None
+
+    @property
+    def is_multilabel(self) -> bool:
+        return self.labels is not None
+
+    def targets(self, n_classes: int | None = None) -> np.ndarray:
+        """(N, C) float32 0/1: each image's classes (its label one-hot for single-label data); see :func:`multi_hot`."""
+        return multi_hot(self.label, self.labels, n_classes)
 
     def __len__(self) -> int:
         return len(self.image_id)
@@ -146,17 +186,26 @@ class Descriptors:
 
     def subset_rows(self, rows: np.ndarray) -> "Descriptors":
         """The rows selected by a boolean mask or an index array, in that order."""
-        return replace(self, **{name: getattr(self, name)[rows] for name in ("image_id", "label", "train", "database", "query", "values")})
+        names = ("image_id", "label", "train", "database", "query", "values", *(["labels"] if self.is_multilabel else []))
+        return replace(self, **{name: getattr(self, name)[rows] for name in names})
 
     def index_frame(self) -> pd.DataFrame:
         """The per-image columns without the descriptor values."""
         return pd.DataFrame(
-            {"image_id": self.image_id, "label": self.label, "train": self.train, "database": self.database, "query": self.query}
+            {
+                "image_id": self.image_id,
+                "label": self.label,
+                **({"labels": self.labels} if self.is_multilabel else {}),
+                "train": self.train,
+                "database": self.database,
+                "query": self.query,
+            }
         )
 
 
 def write_descriptors(path: str | os.PathLike, index: pd.DataFrame, values: np.ndarray, n_bits: int | None = None) -> None:
-    """Write descriptors for the rows of ``index`` (columns image_id, label, train, database, query).
+    """Write descriptors for the rows of ``index`` (columns image_id, label, train, database, query;
+    and labels, for multi-label data; any other column is left out).
 
     ``values`` is either a float (N, D) array, stored as float32 features, or, with ``n_bits``, a
     uint8 (N, ceil(n_bits / 8)) array of packed codes.
@@ -170,6 +219,7 @@ def write_descriptors(path: str | os.PathLike, index: pd.DataFrame, values: np.n
     columns = {
         "image_id": pa.array(index["image_id"].astype(str).to_numpy(), pa.string()),
         "label": pa.array(index["label"].to_numpy(np.int64), pa.int64()),
+        **({"labels": _labels_column(index["labels"])} if "labels" in index.columns else {}),
         **{role: pa.array(index[role].to_numpy(bool), pa.bool_()) for role in ROLES},
     }
     metadata = {}
@@ -184,6 +234,30 @@ def write_descriptors(path: str | os.PathLike, index: pd.DataFrame, values: np.n
         metadata[_N_BITS_KEY] = str(int(n_bits)).encode()
     table = pa.table(columns).replace_schema_metadata(metadata)
     write_parquet(table, path)
+
+
+def _labels_column(labels) -> pa.ListArray:
+    """Label sets (a sequence of integer arrays) as a column of lists of int64."""
+    lengths, flat = _flat_label_sets(labels)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.int64()))
+
+
+def _label_sets(column: pa.ChunkedArray, path) -> np.ndarray:
+    """A ``labels`` column as an object array of int64 arrays; anything but non-empty lists of
+    class numbers is refused, naming ``path``."""
+    kind = column.type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)) or not pa.types.is_integer(kind.value_type):
+        raise ValueError(f"{path} is not a descriptor file: its labels are {kind}, not lists of class numbers")
+    column = column.combine_chunks()
+    flat = column.flatten()
+    if column.null_count or flat.null_count:
+        raise ValueError(f"{path} is not a descriptor file: it has missing labels")
+    lengths = column.value_lengths().to_numpy(zero_copy_only=False)
+    flat = flat.to_numpy(zero_copy_only=False).astype(np.int64)
+    if (lengths == 0).any() or (flat < 0).any():
+        raise ValueError(f"{path} is not a descriptor file: an image without labels or with a negative class number")
+    return np.fromiter(np.split(flat, np.cumsum(lengths)[:-1]), dtype=object, count=len(lengths))
 
 
 def _feature_column(values: np.ndarray) -> pa.FixedSizeListArray:
@@ -211,6 +285,27 @@ def _check_index_columns(table: pa.Table, path) -> None:
         column = table.column(name)
         if not (is_kind(column.type) or (name == "image_id" and pa.types.is_large_string(column.type))) or column.null_count:
             raise ValueError(f"{path} is not a descriptor file: column {name} is {column.type}{' with missing values' if column.null_count else ''}")
+
+
+def _index_fields(table: pa.Table, path) -> dict:
+    """The per-image arrays of a descriptor file's table (or a descriptor dataset's index), checked:
+    the fields of :class:`Descriptors` but its values."""
+    _check_index_columns(table, path)
+    return {
+        "image_id": table.column("image_id").to_numpy(zero_copy_only=False).astype(str),
+        "label": table.column("label").to_numpy().astype(np.int64, copy=False),
+        **{role: table.column(role).to_numpy(zero_copy_only=False) for role in ROLES},
+        "labels": _label_sets(table.column("labels"), path) if "labels" in table.column_names else None,
+    }
+
+
+def _index_columns(path: Path) -> list[str]:
+    """The per-image columns that a descriptor file (or dataset index) holds: ``labels`` only for multi-label data."""
+    try:
+        names = pq.read_schema(path).names
+    except (pa.ArrowException, OSError) as err:
+        raise ValueError(f"cannot read Parquet file {path}: {err}") from err
+    return ["image_id", "label", *(["labels"] if "labels" in names else []), *ROLES]
 
 
 def _code_values(table: pa.Table, path) -> tuple[int, np.ndarray]:
@@ -249,7 +344,8 @@ def write_descriptor_dataset(path: str | os.PathLike, index: pd.DataFrame, shard
             raise FileNotFoundError(f"missing feature shard: {shard}")
         ids = pq.read_table(shard, columns=["image_id"]).column("image_id").to_numpy(zero_copy_only=False)
         positions.append(pd.DataFrame({"image_id": ids.astype(str), "part": np.int32(part), "row": np.arange(len(ids), dtype=np.int64)}))
-    located = index[["image_id", "label", *ROLES]].astype({"image_id": str}).merge(pd.concat(positions), on="image_id", how="left", validate="one_to_one")
+    columns = ["image_id", "label", *(["labels"] if "labels" in index.columns else []), *ROLES]
+    located = index[columns].astype({"image_id": str}).merge(pd.concat(positions), on="image_id", how="left", validate="one_to_one")
     if located["part"].isna().any():
         missing = located.loc[located["part"].isna(), "image_id"].head().tolist()
         raise ValueError(f"no shard of {path} holds the features of {missing}")
@@ -271,18 +367,17 @@ def write_descriptor_dataset(path: str | os.PathLike, index: pd.DataFrame, shard
 
 
 def _read_descriptor_dataset(path: Path) -> Descriptors:
-    index = read_parquet(path / "_index.parquet", columns=["image_id", "label", *ROLES])
+    index_path = path / "_index.parquet"
+    try:
+        index = pq.read_table(index_path, columns=_index_columns(index_path))
+    except (pa.ArrowException, OSError) as err:
+        raise ValueError(f"cannot read Parquet file {index_path}: {err}") from err
     values = None
     for positions, features in descriptor_chunks(path):
         if values is None:
             values = np.empty((len(index), features.shape[1]), np.float32)
         values[positions] = features
-    return Descriptors(
-        image_id=index["image_id"].to_numpy().astype(str),
-        label=index["label"].to_numpy(np.int64),
-        **{role: index[role].to_numpy(bool) for role in ROLES},
-        values=values if values is not None else np.empty((0, 0), np.float32),
-    )
+    return Descriptors(**_index_fields(index, index_path), values=values if values is not None else np.empty((0, 0), np.float32))
 
 
 def descriptor_chunks(path: str | os.PathLike, chunk_rows: int = 65536):
@@ -328,13 +423,14 @@ def read_descriptor_rows(path: str | os.PathLike, rows: np.ndarray) -> np.ndarra
 
 
 def read_descriptor_index(path: str | os.PathLike) -> pd.DataFrame:
-    """The per-image columns of a descriptor file or dataset (image_id, label, roles), without values."""
+    """The per-image columns of a descriptor file or dataset (image_id, label, labels for
+    multi-label data, roles), without values."""
     path = Path(path)
     if (path / "_index.parquet").is_file():
-        return read_parquet(path / "_index.parquet", columns=["image_id", "label", *ROLES])
-    if not path.is_file():
+        path = path / "_index.parquet"
+    elif not path.is_file():
         raise FileNotFoundError(f"missing descriptor file: {path}")
-    return read_parquet(path, columns=["image_id", "label", *ROLES])
+    return read_parquet(path, columns=_index_columns(path))
 
 
 def read_descriptors(path: str | os.PathLike) -> Descriptors:
@@ -352,18 +448,10 @@ def read_descriptors(path: str | os.PathLike) -> Descriptors:
     missing = {"image_id", "label", *ROLES} - names
     if missing or not ({"feature", "code"} & names):
         raise ValueError(f"{path} is not a descriptor file (missing columns {sorted(missing) or ['feature or code']})")
-    _check_index_columns(table, path)
+    fields = _index_fields(table, path)
     if "code" in names:
         n_bits, values = _code_values(table, path)
     else:
         n_bits = None
         values = _feature_values(table.column("feature"), path)
-    return Descriptors(
-        image_id=table.column("image_id").to_numpy(zero_copy_only=False).astype(str),
-        label=table.column("label").to_numpy(),
-        train=table.column("train").to_numpy(zero_copy_only=False),
-        database=table.column("database").to_numpy(zero_copy_only=False),
-        query=table.column("query").to_numpy(zero_copy_only=False),
-        values=values,
-        n_bits=n_bits,
-    )
+    return Descriptors(**fields, values=values, n_bits=n_bits)

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from cbir.config import PIXEL_ARRAY_KINDS
+from cbir.config import PIXEL_ARRAY_KINDS, deep_hashers, network_hashers
 from cbir.datasets import DECODE_ERRORS, ImageReader, load_image, read_manifest, to_mode
 from cbir.io import read_descriptors
 from cbir.paths import Layout, descriptor_names
@@ -99,15 +99,15 @@ class SearchEngine:
             method, bits = descriptor.split("/")[2:]
             model_file = lambda name: _need(Path(paths.hashing(dataset, seed, backbone_name, method, bits, name)))  # noqa: E731
             weights, self.layer = str(_need(finetuned)), backbone_cfg["feature_layer"]
-            if method == "ssdh":
-                from cbir.ssdh import binary_codes, load_ssdh
+            if method in deep_hashers():
+                from cbir.deephash.core import codes_of, load_network
 
-                network, self.layer, self.describe = load_ssdh(model_file("model.pt")), "latent", binary_codes
-            elif method == "ssdh_head":
-                from cbir.ssdh import binary_codes, head_activations, load_ssdh_head
+                network, self.layer, self.describe = load_network(model_file("model.pt")), "hash", codes_of
+            elif method in network_hashers():
+                from cbir.deephash.core import codes_of, head_outputs, load_head
 
-                head = load_ssdh_head(model_file("model.pt"))
-                self.describe = lambda features: binary_codes(head_activations(head, features))
+                head = load_head(model_file("model.pt"))
+                self.describe = lambda features: codes_of(head_outputs(head, features))
             else:
                 from cbir.hashing.stage import encode, load_hash_model
 
@@ -178,15 +178,19 @@ class SearchEngine:
 
     def search_split_query(self, query_id: str, k: int = 10) -> tuple[pd.DataFrame, dict]:
         """Top ``k`` for one of the split's queries, by the descriptor the pipeline stored for it
-        (as the evaluation searched it), each hit marked ``relevant`` (same class), and the
-        query's label, class and precision@k."""
+        (as the evaluation searched it), each hit marked ``relevant`` (same class; for multi-label
+        data, a class in common), and the query's label, class and precision@k."""
         rows = np.flatnonzero(self.queries.image_id == query_id)
         if not len(rows):
             raise ValueError(f"{query_id!r} is not a query of this split")
         table = self._ranked(self.queries.values[rows], [query_id], k)
         label = int(self.queries.label[rows[0]])
-        table["relevant"] = table["label"].to_numpy() == label
         query = self.images.iloc[self.row_of[query_id]]
+        if "labels" in self.images:
+            classes = set(query["labels"])
+            table["relevant"] = [not classes.isdisjoint(self.images["labels"].iat[self.row_of[hit]]) for hit in table["image_id"]]
+        else:
+            table["relevant"] = table["label"].to_numpy() == label
         return table, {"image_id": query_id, "label": label, "class_name": str(query["class_name"]), "precision": float(table["relevant"].mean())}
 
     def _ranked(self, descriptors: np.ndarray, names: list[str], k: int) -> pd.DataFrame:

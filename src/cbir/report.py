@@ -24,7 +24,26 @@ from cbir.paths import parse_descriptor
 
 log = logging.getLogger(__name__)
 
-METHOD_NAMES = {"ba": "BA", "itq": "ITQ", "pcah": "PCAH", "lsh": "LSH", "sh": "SH", "cca_itq": "CCA-ITQ", "ssdh": "SSDH", "euclidean": "Euclidean (no hashing)"}
+METHOD_NAMES = {
+    "ba": "BA", "itq": "ITQ", "pcah": "PCAH", "lsh": "LSH", "sh": "SH", "cca_itq": "CCA-ITQ",
+    "ssdh": "SSDH", "dpsh": "DPSH", "hashnet": "HashNet", "dsh": "DSH", "greedyhash": "GreedyHash", "csq": "CSQ",
+    "euclidean": "Euclidean (no hashing)",
+}
+
+
+def method_name(method: str) -> str:
+    """A method's name in tables and figures: ``dpsh_head`` -> ``DPSH (head)``; a plug-in's
+    ``display_name`` (:mod:`cbir.plugins`), else its entry-point name."""
+    from cbir.config import deep_hashers, deep_method
+    from cbir.plugins import display_name
+
+    def name(m: str) -> str:
+        return METHOD_NAMES.get(m) or display_name(m) or m
+
+    base = deep_method(method)
+    return f"{name(base)} (head)" if base != method and base in deep_hashers() else name(method)
+
+
 GROUND_TRUTH_NAMES = {"labels": "class labels", "neighbours": "Euclidean neighbours"}
 KEYS = ["dataset", "kind", "pipeline", "backbone", "method", "bits", "ground_truth", "metric"]
 #: Per-query means that are fractions; results.tsv holds them in percent, as the papers print them.
@@ -161,7 +180,7 @@ def hashing_table(results: pd.DataFrame, ground_truth: str, metric: str, quoted:
     out = []
     for (dataset, kind, backbone, method), group in rows.groupby(["dataset", "kind", "backbone", "method"], sort=False):
         cells = {f"{b} bits": mean_sd(r.mean, r.sd) for r in group.itertuples() for b in ([r.bits] if not pd.isna(r.bits) else bits)}
-        out.append({"dataset": dataset, "method": METHOD_NAMES.get(method, method), "backbone": backbone, **cells})
+        out.append({"dataset": dataset, "method": method_name(method), "backbone": backbone, **cells})
     if quoted and metric == "map" and ground_truth == "labels":
         for (dataset, kind), _ in rows.groupby(["dataset", "kind"], sort=False):
             for method, group in PUBLISHED[PUBLISHED["kind"] == kind].groupby("method", sort=False):
@@ -192,7 +211,7 @@ def timing_table(results: pd.DataFrame) -> pd.DataFrame:
     out = []
     for (dataset, pipeline, backbone, method, bits), group in rows.groupby(["dataset", "pipeline", "backbone", "method", "bits"], sort=True, dropna=False):
         values = {m: mean_sd(r.mean, r.sd, 3) for m, r in zip(group["metric"], group.itertuples())}
-        out.append({"dataset": dataset, "pipeline": pipeline, "backbone": backbone, "method": METHOD_NAMES.get(method, method), "bits": "" if pd.isna(bits) else int(bits), "median ms": values.get("time_median_ms"), "p95 ms": values.get("time_p95_ms"), **({"approximate median ms": values["ann_time_median_ms"]} if "ann_time_median_ms" in values else {})})
+        out.append({"dataset": dataset, "pipeline": pipeline, "backbone": backbone, "method": method_name(method), "bits": "" if pd.isna(bits) else int(bits), "median ms": values.get("time_median_ms"), "p95 ms": values.get("time_p95_ms"), **({"approximate median ms": values["ann_time_median_ms"]} if "ann_time_median_ms" in values else {})})
     return pd.DataFrame(out)
 
 
@@ -268,7 +287,7 @@ def pr_figure(curves: pd.DataFrame, path, curve: str = "hamming-radius") -> None
     _, sns = _plotting()
     data = curves[curves["curve"] == curve].dropna(subset=["precision"])
     data = data.assign(
-        method=data["method"].map(lambda m: METHOD_NAMES.get(m, m)),
+        method=data["method"].map(method_name),
         bits=data["bits"].map(lambda b: f"{b} bits"),
         row=data["dataset"] + " · " + data["ground_truth"].map(GROUND_TRUTH_NAMES),
     )

@@ -9,12 +9,17 @@ Two protocol kinds cover the papers:
 
 ``per_class``  per class, ``query_per_class`` queries, ``database_per_class`` database images and
                ``train_per_class`` training images, each an integer or ``all``; ``train`` may also
-               be ``database`` (train = database, as in the hashing paper). Queries come from the
-               source's test split; where there is none (digits, Caltech-101, image folders), the
-               training images are sampled first, then the database, then the queries from what
-               is left, so no query is ever trained on or in the database.
+               be ``database`` (train = database, as in the hashing paper), and the database
+               ``rest`` (every image that is neither a query nor a training image). Queries come
+               from the source's test split; where there is none (digits, Caltech-101, image
+               folders) or ``pool_splits`` is true (the train and test splits drawn from as one,
+               as DeepHash-pytorch does with CIFAR-10), the training images are sampled first,
+               then the database, then the queries from what is left, so no query is ever trained
+               on or in the database.
 ``holidays``   the image ending in 00 of each group is its query; the database is every other
                image, and the models train on the database.
+
+:data:`PRESETS` holds the protocols the literature names, in this vocabulary.
 """
 
 from __future__ import annotations
@@ -23,6 +28,17 @@ import numpy as np
 import pandas as pd
 
 ROLES = ("train", "database", "query")
+
+#: Protocols known by their name in the literature: a dataset's ``protocol`` may name one without defining it under
+#: ``protocols`` (a protocol defined there may not take a preset's name). Definitions and sources: docs/concepts.md.
+PRESETS = {
+    # DeepHash-pytorch's three CIFAR-10 settings (utils/tools.py, cifar_dataset): the 60,000 images pooled.
+    "cifar10": {"kind": "per_class", "pool_splits": True, "query_per_class": 100, "train_per_class": 500, "database_per_class": "rest"},
+    "cifar10-1": {"kind": "per_class", "pool_splits": True, "query_per_class": 100, "train_per_class": 500, "database_per_class": "all"},
+    "cifar10-2": {"kind": "per_class", "pool_splits": True, "query_per_class": 1000, "train_per_class": "database", "database_per_class": 5000},
+    # The first paper's Table II (CIFAR-10, MNIST); config/paper.yaml's paper-cifar and paper-mnist.
+    "first-paper": {"kind": "per_class", "query_per_class": 100, "train_per_class": "database", "database_per_class": 1000},
+}
 
 
 class SplitError(ValueError):
@@ -48,7 +64,9 @@ def sample_split(manifest: pd.DataFrame, protocol: dict, seed: int, name: str = 
         roles = _holidays(manifest)
     else:
         raise ValueError(f"unknown protocol kind {kind!r}")
-    split = pd.concat([manifest[["image_id", "label", "class_name", "split"]], roles], axis=1)
+    # Multi-label data keep each image's classes (`labels`) for training and evaluation.
+    columns = ["image_id", "label", *(["labels"] if "labels" in manifest else []), "class_name", "split"]
+    split = pd.concat([manifest[columns], roles], axis=1)
     split = split[split[list(ROLES)].any(axis=1)]
     if (split["query"] & (split["database"] | split["train"])).any():
         raise AssertionError("a query image is also a database or training image")
@@ -72,7 +90,7 @@ def _take(rng: np.random.Generator, pool: np.ndarray, count, key: str, class_nam
 
 def _per_class(manifest: pd.DataFrame, protocol: dict, rng: np.random.Generator, key: str) -> pd.DataFrame:
     roles = pd.DataFrame(False, index=manifest.index, columns=list(ROLES))
-    has_test = (manifest["split"] == "test").any()
+    has_test = (manifest["split"] == "test").any() and not protocol.get("pool_splits", False)
     n_query, n_database = protocol["query_per_class"], protocol["database_per_class"]
     n_train = protocol.get("train_per_class", "database")
     for _, rows in manifest.groupby("label", sort=True):
@@ -84,10 +102,10 @@ def _per_class(manifest: pd.DataFrame, protocol: dict, rng: np.random.Generator,
         train = take(pool, n_train, "train_per_class", source) if isinstance(n_train, int) else pool[:0]
         if has_test:
             queries = take(rows.index[rows["split"] == "test"].to_numpy(), n_query, "query_per_class", "test-split images")
-            database = take(pool, n_database, "database_per_class", source)
-        elif n_database == "all":
+            database = np.setdiff1d(pool, train) if n_database == "rest" else take(pool, n_database, "database_per_class", source)
+        elif n_database in ("all", "rest"):
             queries = take(np.setdiff1d(pool, train), n_query, "query_per_class", "images left after the training images")
-            database = np.setdiff1d(pool, queries)
+            database = np.setdiff1d(pool, queries if n_database == "all" else np.union1d(train, queries))
         else:
             database = take(pool, n_database, "database_per_class", source)
             queries = take(np.setdiff1d(pool, np.union1d(train, database)), n_query, "query_per_class", "images left after the training and database images")

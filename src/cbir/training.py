@@ -278,8 +278,8 @@ class Augment(nn.Module):
         )
 
 
-#: (model, normalised images, labels) -> (loss, logits, named loss terms to log): what is minimised.
-Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]
+#: (model, normalised images, labels) -> (loss, logits or None, named loss terms to log): what is minimised.
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]]
 
 
 def classification_objective(model: nn.Module, images: torch.Tensor, labels: torch.Tensor):
@@ -370,7 +370,7 @@ def finetune(
     """Train ``backbone`` in place by SGD with momentum; return per-epoch loss and accuracy.
 
     ``backbone`` is a :class:`cbir.models.Backbone` or a module with the same ``arch``, ``head``,
-    ``trunk_parameters`` and ``layers`` (as :class:`cbir.ssdh.SSDHNet`); ``objective`` is what is
+    ``trunk_parameters`` and ``layers`` (as :class:`cbir.deephash.core.DeepHashNet`); ``objective`` is what is
     minimised, and its named terms join the history as ``train_<name>`` columns. ``options`` holds
     the config's ``finetune`` keys: with ``head_only`` only the head is trained (the trunk is
     frozen, batch-norm statistics included); ``compile`` runs the objective through
@@ -433,16 +433,19 @@ def finetune(
             scheduler.step()
             n = images.shape[0]
             seen += n
-            batch_sums = {"loss": loss.detach() * n, "correct": (logits.detach().argmax(1) == labels).sum(), **{name: value.detach() * n for name, value in terms.items()}}
+            batch_sums = {"loss": loss.detach() * n, **{name: value.detach() * n for name, value in terms.items()}}
+            if logits is not None:  # objectives without a classifier (most deep hashing losses) score no accuracy
+                batch_sums["correct"] = (logits.detach().argmax(1) == labels).sum()
             for name, value in batch_sums.items():
                 totals[name] = totals[name] + value if name in totals else value
             if step % report_every == 0 or step == steps_per_epoch:
                 means = {name: value.item() / seen for name, value in totals.items()}  # waits for the device: only when logging
                 terms_text = "".join(f"  {name} {means[name]:.4f}" for name in terms)
-                log.info("epoch %d/%d  %3d%%  loss %.4f  acc %.2f%%%s  lr %.2e  %.0f img/s", epoch + 1, options["epochs"], 100 * step // steps_per_epoch, means["loss"], 100 * means["correct"], terms_text, scheduler.get_last_lr()[0], seen / (time.perf_counter() - started))
+                accuracy = f"  acc {100 * means['correct']:.2f}%" if "correct" in means else ""
+                log.info("epoch %d/%d  %3d%%  loss %.4f%s%s  lr %.2e  %.0f img/s", epoch + 1, options["epochs"], 100 * step // steps_per_epoch, means["loss"], accuracy, terms_text, scheduler.get_last_lr()[0], seen / (time.perf_counter() - started))
         means = {name: value.item() / seen for name, value in totals.items()}
         seconds = time.perf_counter() - started
-        row = {"epoch": epoch + 1, "train_loss": means.pop("loss"), "train_accuracy": means.pop("correct"), "lr": scheduler.get_last_lr()[0], "seconds": seconds, "images_per_second": seen / seconds}
+        row = {"epoch": epoch + 1, "train_loss": means.pop("loss"), "train_accuracy": means.pop("correct", float("nan")), "lr": scheduler.get_last_lr()[0], "seconds": seconds, "images_per_second": seen / seconds}
         row.update({f"train_{name}": value for name, value in means.items()})
         if val_batches is not None:
             row["val_loss"], row["val_accuracy"] = evaluate(backbone, val_batches, options.get("precision", "auto"))

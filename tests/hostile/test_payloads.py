@@ -66,14 +66,15 @@ def test_weights_file_with_a_payload_is_refused(tmp_path):
     assert not marker.exists()
 
 
-def test_ssdh_model_with_a_payload_is_refused(tmp_path):
-    from cbir.ssdh import load_ssdh
+@pytest.mark.parametrize("loader", ["load_network", "load_head"])
+def test_deep_hashing_model_with_a_payload_is_refused(tmp_path, loader):
+    from cbir.deephash import core
 
     marker = tmp_path / "payload-ran"
     path = tmp_path / "model.pt"
     torch.save({"arch": "smallcnn", "extra": Payload(marker)}, path)
     with pytest.raises(ValueError, match="model.pt"):
-        load_ssdh(path)
+        getattr(core, loader)(path)
     assert not marker.exists()
 
 

@@ -5,7 +5,19 @@ import hashlib
 import os
 import re
 
-from cbir.config import FEATURE_HASHERS, GRAYSCALE_KINDS, METRIC_MODELS, PIXEL_ARRAY_KINDS, hasher_spec, input_mode, pixels_are_cache
+from cbir.config import (
+    DEEP_TRAINING_KEYS,
+    GRAYSCALE_KINDS,
+    METRIC_MODELS,
+    PIXEL_ARRAY_KINDS,
+    deep_hashers,
+    deep_method,
+    feature_hashers,
+    hasher_spec,
+    input_mode,
+    network_hashers,
+    pixels_are_cache,
+)
 from cbir.paths import DESCRIPTOR_PATTERN, FEATURES_PATTERN, Layout, descriptor_names
 
 paths = Layout.of(config)
@@ -149,8 +161,8 @@ def image_cache(wc):
     return [] if pixels_are_cache(kind, mode, size) else [paths.image_cache(wc.dataset, mode, size)]
 
 
-# The hashers fitted on features by train_hash: the built-in ones and the config's variants.
-FEATURE_HASHER_NAMES = [*FEATURE_HASHERS, *config["hashing"]["variants"]]
+# The hashers fitted on features by train_hash: the built-in ones, the plug-ins and the config's variants.
+FEATURE_HASHER_NAMES = [*feature_hashers(), *config["hashing"]["variants"]]
 
 
 def train_sample(wc):
@@ -182,19 +194,36 @@ def evaluation_files(name, pipeline=None):
     return [paths.evaluation(e["dataset"], e["seed"], e["descriptor"], name) for e in evaluations(pipeline)]
 
 
-SSDH_JOINT = config["hashing"]["ssdh"]["joint"]
-#: What names an end-to-end SSDH job: the code lengths trained together on one trunk, or one length.
-SSDH_JOB = "joint" if SSDH_JOINT else "{bits}"
+#: The deep hashing methods this config trains end to end, each every code length on one trunk in
+#: one job (`joint`) or one job per length, and those trained as a hash layer on cached features.
+DEEP_METHODS = [m for m in config["hashing"]["methods"] if m in deep_hashers()]
+JOINT_DEEP = [m for m in DEEP_METHODS if config["hashing"][m]["joint"]]
+PER_LENGTH_DEEP = [m for m in DEEP_METHODS if not config["hashing"][m]["joint"]]
+HEAD_DEEP = [m for m in config["hashing"]["methods"] if m in network_hashers() and m not in deep_hashers()]
 
 
-def ssdh_outputs(name):
-    """The file ``name`` of each code length an SSDH job writes."""
-    bits = config["hashing"]["bits"] if SSDH_JOINT else ["{bits}"]
-    return [paths.hashing("{dataset}", "{seed}", "{backbone}", "ssdh", b, name) for b in bits]
+def one_of(names):
+    """A wildcard constraint matching exactly ``names`` (nothing when there are none)."""
+    return "|".join(map(re.escape, names)) or "(?!)"
 
 
-def ssdh_bits(wc):
-    return config["hashing"]["bits"] if SSDH_JOINT else [int(wc.bits)]
+def deep_outputs(name, bits):
+    """The file ``name`` of each code length in ``bits`` that a deep hashing job writes."""
+    return [paths.hashing("{dataset}", "{seed}", "{backbone}", "{method}", b, name) for b in bits]
+
+
+def deep_section(wc, keys):
+    """The ``keys`` of a deep hashing method's section (the rest do not change this job's output)."""
+    section = config["hashing"][deep_method(wc.method)]
+    return {k: v for k, v in section.items() if k in keys or k not in DEEP_TRAINING_KEYS}
+
+
+def deep_weights(wc):
+    """Where an end-to-end training starts: the backbone fine-tuned on the dataset (`start:
+    finetuned`) or the backbone's configured weights."""
+    if config["hashing"][wc.method]["start"] == "finetuned":
+        return [paths.backbone(wc.dataset, wc.seed, wc.backbone, "model.pt")]
+    return weights_file(wc.backbone, wc.seed)
 
 
 def hashing_runs():

@@ -6,11 +6,15 @@ for _name, _dataset in config["datasets"].items():
     if _dataset["kind"] in PIXEL_ARRAY_KINDS:
         _outputs["pixels"] = paths.pixels(_name)
     _folder = _dataset["kind"] not in PIXEL_ARRAY_KINDS and _dataset["root"] is not None
+    # A multi-label dataset's labels table is an input: editing it reruns the dataset, wherever it is.
+    _inputs = {"labels": os.path.join(_dataset["root"], _dataset["labels"])} if _dataset["labels"] is not None else {}
 
     # A checkpoint: sharded feature extraction plans its shards from the manifest it writes.
     checkpoint:
         name:
             f"dataset_{_name}"
+        input:
+            **_inputs,
         output:
             **_outputs,
         log:

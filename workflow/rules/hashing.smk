@@ -1,8 +1,9 @@
 """Hashing stage: one hasher per dataset x seed x backbone x method x code length.
 
-Hashers fitted on the fine-tuned features (BA, ITQ, PCAH, LSH, SH, CCA-ITQ) share one rule; SSDH
-learns its codes with a network, end to end on the images (``ssdh``; by default every code length
-on one trunk, in one job) or as a head on the frozen features (``ssdh_head``). Every one writes
+Hashers fitted on the fine-tuned features (BA, ITQ, PCAH, LSH, SH, CCA-ITQ, hasher plug-ins) share
+one rule; the deep hashing methods (SSDH, DPSH, HashNet, DSH, GreedyHash, CSQ, loss plug-ins; see
+cbir.plugins) learn a hash layer, end to end on the images (``<method>``; by default every code
+length on one trunk, in one job) or on the frozen features (``<method>_head``). Every one writes
 the codes of every image as a descriptor file.
 """
 
@@ -36,28 +37,23 @@ rule train_hash:
         "../scripts/train_hash.py"
 
 
-# One job per code length, or (`hashing.ssdh.joint`) one job training every length on one trunk.
-rule train_ssdh:
+# End to end: every code length on one trunk in one job (`joint`, the default), or one job per length.
+rule train_deep_hash_joint:
     input:
         manifest=lambda wc: paths.manifest(wc.dataset),
         split=split_file,
         cache=image_cache,
-        # SSDH starts from the fine-tuned backbone (`start: finetuned`) or from its configured weights.
-        weights=lambda wc: (
-            [paths.backbone(wc.dataset, wc.seed, wc.backbone, "model.pt")]
-            if config["hashing"]["ssdh"]["start"] == "finetuned"
-            else weights_file(wc.backbone, wc.seed)
-        ),
+        weights=deep_weights,
     output:
-        model=ssdh_outputs("model.pt"),
-        codes=ssdh_outputs("descriptors.parquet"),
-        history=ssdh_outputs("history.parquet"),
+        model=deep_outputs("model.pt", config["hashing"]["bits"]),
+        codes=deep_outputs("descriptors.parquet", config["hashing"]["bits"]),
+        history=deep_outputs("history.parquet", config["hashing"]["bits"]),
     log:
-        paths.log("{dataset}", "seed{seed}", "hashing", "{backbone}", "ssdh", SSDH_JOB),
+        paths.log("{dataset}", "seed{seed}", "hashing", "{backbone}", "{method}", "joint"),
     benchmark:
-        paths.benchmark("{dataset}", "seed{seed}", "hashing", "{backbone}", "ssdh", SSDH_JOB)
+        paths.benchmark("{dataset}", "seed{seed}", "hashing", "{backbone}", "{method}", "joint")
     wildcard_constraints:
-        bits=r"\d+",
+        method=one_of(JOINT_DEEP),
     # Trains a network: started before the hashers and evaluations that are ready beside it.
     priority: 2
     conda:
@@ -67,32 +63,57 @@ rule train_ssdh:
         gpu=gpus,
     params:
         backbone=training_params,
-        ssdh={k: v for k, v in config["hashing"]["ssdh"].items() if k != "head_only"},
-        bits=ssdh_bits,
+        section=lambda wc: deep_section(wc, ("finetune",)),
+        bits=config["hashing"]["bits"],
         kind=lambda wc: dataset_cfg(wc.dataset)["kind"],
         seed=lambda wc: int(wc.seed),
     script:
-        "../scripts/train_ssdh.py"
+        "../scripts/train_deep_hash.py"
 
 
-rule train_ssdh_head:
+use rule train_deep_hash_joint as train_deep_hash_per_length with:
+    output:
+        model=deep_outputs("model.pt", ["{bits}"]),
+        codes=deep_outputs("descriptors.parquet", ["{bits}"]),
+        history=deep_outputs("history.parquet", ["{bits}"]),
+    log:
+        paths.log("{dataset}", "seed{seed}", "hashing", "{backbone}", "{method}", "{bits}"),
+    benchmark:
+        paths.benchmark("{dataset}", "seed{seed}", "hashing", "{backbone}", "{method}", "{bits}")
+    wildcard_constraints:
+        method=one_of(PER_LENGTH_DEEP),
+        bits=r"\d+",
+    params:
+        backbone=training_params,
+        section=lambda wc: deep_section(wc, ("finetune",)),
+        bits=lambda wc: [int(wc.bits)],
+        kind=lambda wc: dataset_cfg(wc.dataset)["kind"],
+        seed=lambda wc: int(wc.seed),
+
+
+# Head only: a hash layer per code length on the cached features, every length in one job.
+rule train_deep_hash_head:
     input:
         features=hashing_features,
     output:
-        model=paths.hashing("{dataset}", "{seed}", "{backbone}", "ssdh_head", "{bits}", "model.pt"),
-        codes=paths.hashing("{dataset}", "{seed}", "{backbone}", "ssdh_head", "{bits}", "descriptors.parquet"),
-        history=paths.hashing("{dataset}", "{seed}", "{backbone}", "ssdh_head", "{bits}", "history.parquet"),
+        model=deep_outputs("model.pt", config["hashing"]["bits"]),
+        codes=deep_outputs("descriptors.parquet", config["hashing"]["bits"]),
+        history=deep_outputs("history.parquet", config["hashing"]["bits"]),
     log:
-        paths.log("{dataset}", "seed{seed}", "hashing", "{backbone}", "ssdh_head", "{bits}"),
+        paths.log("{dataset}", "seed{seed}", "hashing", "{backbone}", "{method}"),
     benchmark:
-        paths.benchmark("{dataset}", "seed{seed}", "hashing", "{backbone}", "ssdh_head", "{bits}")
+        paths.benchmark("{dataset}", "seed{seed}", "hashing", "{backbone}", "{method}")
     wildcard_constraints:
-        bits=r"\d+",
+        method=one_of(HEAD_DEEP),
     conda:
         ENV
     threads: 1
     params:
-        ssdh={k: v for k, v in config["hashing"]["ssdh"].items() if k in ("alpha", "beta", "head_only")},
+        method=lambda wc: deep_method(wc.method),
+        section=lambda wc: deep_section(wc, ("head_only",)),
+        bits=config["hashing"]["bits"],
         seed=lambda wc: int(wc.seed),
+        # The images the backbone held out for validation stay out of the head's training too.
+        validation_fraction=lambda wc: backbone_cfg(wc.backbone)["finetune"]["validation_fraction"],
     script:
-        "../scripts/train_ssdh_head.py"
+        "../scripts/train_deep_hash_head.py"

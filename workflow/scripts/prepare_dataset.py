@@ -14,4 +14,5 @@ with logged(snakemake.log[0]):
         root=snakemake.params.root,
         download_dir=snakemake.params.download_dir,
         checksums=snakemake.params.checksums,
+        labels=snakemake.input.get("labels"),
     )

@@ -2,8 +2,9 @@
 
 All hashers are scikit-learn style estimators with ``fit(X, y=None)`` (``y``, the labels, only
 for supervised hashers: CCA-ITQ), ``transform(X)`` (an (N, n_bits) uint8 array of 0/1) and
-``encode(X)`` (packed codes, see :mod:`cbir.codes`). Build one by name with :func:`make_hasher`;
-store and load fitted ones without pickle with :func:`save_hasher` / :func:`load_hasher`.
+``encode(X)`` (packed codes, see :mod:`cbir.codes`). Build one by name with :func:`make_hasher`
+(a built-in one or a plug-in, see :mod:`cbir.plugins`); store and load fitted ones without pickle
+with :func:`save_hasher` / :func:`load_hasher`.
 """
 
 from __future__ import annotations
@@ -17,11 +18,17 @@ HASHERS = {"ba": BinaryAutoencoder, "itq": ITQ, "pcah": PCAH, "lsh": LSH, "sh": 
 
 
 def make_hasher(name: str, n_bits: int, random_state=None, **params) -> BaseHasher:
-    """A hasher by registry name, e.g. ``make_hasher("ba", 32, random_state=0, max_iter=30)``."""
-    try:
+    """A hasher by registry name, e.g. ``make_hasher("ba", 32, random_state=0, max_iter=30)``, or
+    by the name of a hasher plug-in (entry-point group ``cbir.hashers``)."""
+    from cbir import plugins
+
+    if name in HASHERS:
         cls = HASHERS[name]
-    except KeyError:
-        raise ValueError(f"unknown hashing method {name!r}; expected one of {sorted(HASHERS)}") from None
+    elif name in plugins.names(plugins.HASHERS):
+        cls = plugins.load(plugins.HASHERS, name)
+    else:
+        installed = ", ".join(plugins.names(plugins.HASHERS)) or "none installed"
+        raise ValueError(f"unknown hashing method {name!r}; expected one of {sorted(HASHERS)} or a plug-in ({installed})")
     return cls(n_bits=n_bits, random_state=random_state, **params)
 
 

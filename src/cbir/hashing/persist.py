@@ -6,8 +6,9 @@ it holds. A fitted hasher is therefore stored as two plain files:
 * ``<name>.npz`` -- its fitted arrays (``hasher.<attr>``) and the preprocessing's
   (``preprocessing.<key>``), read back with ``np.load(..., allow_pickle=False)``;
 * ``<name>.json`` -- format and version, the registry name of the method (the class is looked up
-  in :data:`cbir.hashing.HASHERS`, never imported by name), its ``get_params()``, its scalar fitted
-  attributes, and the preprocessing's scalars.
+  in :data:`cbir.hashing.HASHERS` or among the installed hasher plug-ins, :mod:`cbir.plugins`;
+  a file never names a module to import), its ``get_params()``, its scalar fitted attributes, and
+  the preprocessing's scalars.
 
 The estimator is rebuilt as ``cls(**params)`` plus those attributes. BA's ``trace_`` is not part
 of the model (the pipeline writes it as its own TSV).
@@ -63,21 +64,22 @@ def _json_safe(value, name):
 def save_hasher(hasher, path, preprocessing: dict | None = None) -> None:
     """Write a fitted hasher (and the preprocessing params of :mod:`cbir.preprocess`) to ``path``
     (``.npz``) and its ``.json`` sibling, atomically each."""
+    from cbir import plugins
     from cbir.hashing import HASHERS
 
     check_is_fitted(hasher, "n_features_in_")
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"a hash model file must end in .npz, got {path}")
-    names = [name for name, cls in HASHERS.items() if type(hasher) is cls]
-    if not names:
-        raise TypeError(f"{type(hasher).__name__} is not a registered hasher")
+    method = next((name for name, cls in HASHERS.items() if type(hasher) is cls), None) or plugins.name_of(plugins.HASHERS, type(hasher))
+    if method is None:
+        raise TypeError(f"{type(hasher).__name__} is neither a built-in hasher nor an installed plug-in")
     fitted = {k: v for k, v in vars(hasher).items() if _ATTRIBUTE.match(k) and k not in _NOT_STORED}
     arrays, attributes = _split(fitted, "attribute")
     prep_arrays, prep_scalars = _split(dict(preprocessing or {}), "preprocessing entry")
     params = {name: _json_safe(value, name) for name, value in hasher.get_params(deep=False).items()}
     meta = {
-        "format": FORMAT, "version": VERSION, "method": names[0], "params": params, "attributes": attributes,
+        "format": FORMAT, "version": VERSION, "method": method, "params": params, "attributes": attributes,
         "arrays": sorted(arrays), "preprocessing": None if preprocessing is None else prep_scalars,
         "preprocessing_arrays": sorted(prep_arrays),
     }
@@ -121,11 +123,14 @@ def _read(path: Path) -> tuple[dict, dict]:
 def load_hash_model(path):
     """(hasher, preprocessing params or None) stored at ``path`` (``.npz`` plus its ``.json``) by
     :func:`save_hasher`."""
+    from cbir import plugins
     from cbir.hashing import HASHERS
 
     path = Path(path)
     meta, arrays = _read(path)
     cls = HASHERS.get(meta["method"])
+    if cls is None and meta["method"] in plugins.names(plugins.HASHERS):
+        cls = plugins.load(plugins.HASHERS, meta["method"])
     if cls is None:
         raise ValueError(f"{metadata_path(path)}: unknown hashing method {meta['method']!r}")
     names = list(meta["attributes"]) + list(meta["arrays"])

@@ -1,4 +1,4 @@
-"""Train SSDH end to end on a split's training images (one code length, or several on one trunk) and write every image's codes."""
+"""Train a deep hashing method end to end on a split's training images (one code length, or several on one trunk) and write every image's codes."""
 
 import os
 import sys
@@ -8,16 +8,17 @@ os.environ.setdefault("TORCH_HOME", "resources/weights")  # where ImageNet weigh
 
 import torch
 
+from cbir.deephash.core import train_end_to_end
 from cbir.logs import logged
-from cbir.ssdh import train_ssdh
 
 with logged(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
-    train_ssdh(
+    train_end_to_end(
         snakemake.input.manifest,
         snakemake.input.split,
         snakemake.params.backbone,
-        snakemake.params.ssdh,
+        snakemake.wildcards.method,
+        snakemake.params.section,
         snakemake.params.kind,
         snakemake.params.seed,
         {
