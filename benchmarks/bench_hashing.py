@@ -16,7 +16,9 @@ mean ± sd over the seeds (``--seeds``; the hasher's random_state, the data stay
   Euclidean nearest database items of the query in the preprocessed feature space; tie-aware
   precision@K and tie-aware AP over the whole database ranking.
 
-Methods are registry names (cca_itq is fitted with the training labels); BA option sets are
+Methods are registry names (cca_itq is fitted with the training labels) or a deep hashing loss's
+head-only training, ``<loss>_head`` (``dpsh_head``, ...: the hash layer trained on these features
+with the labels, config/mnist.yaml's ``head_only`` recipe, one thread); BA option sets are
 named ``--ba-variants`` (see BA_VARIANTS; ``ba`` = the defaults), and ``--ba-option
 NAME='{"key": value}'`` adds one. Synthetic features: N train (= database) rows plus held-out
 query rows of a seeded 10-class set with low-rank class structure, ReLU and L2 normalisation,
@@ -36,6 +38,7 @@ import time
 
 import numpy as np
 
+from cbir.config import DEEP_HASHERS
 from cbir.hashing import HASHERS, make_hasher
 from cbir.hashing.validation import hamming_distances, tie_aware_precision_at_k
 from cbir.metrics import evaluate_distances, neighbour_relevance
@@ -74,6 +77,42 @@ def synthetic_cnn_features(n: int, dim: int = 2048, n_classes: int = 10, seed: i
     np.maximum(X, 0, out=X)
     X /= np.linalg.norm(X, axis=1, keepdims=True) + 1e-12
     return X, labels.astype(np.int64)
+
+
+#: The deep hashing losses' head-only training: config/mnist.yaml's recipe (docs/hashing-notes.md).
+HEAD_RECIPE = {"epochs": 10, "batch_size": 128, "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}
+
+
+class DeepHead:
+    """A deep hashing loss's head-only training as a fit/transform hasher, for this table: the
+    workflow's ``<loss>_head`` (:func:`cbir.deephash.core.fit_head`) on the features given."""
+
+    def __init__(self, loss: str, n_bits: int, random_state: int = 0):
+        self.loss, self.n_bits, self.random_state = loss, n_bits, random_state
+
+    def fit(self, X, y):
+        import torch
+
+        from cbir.deephash import make_loss
+        from cbir.deephash.core import fit_head
+        from cbir.io import multi_hot
+
+        torch.set_num_threads(1)  # as the workflow's job
+        targets = multi_hot(y)
+        self.head_, _ = fit_head(X, targets, make_loss(self.loss, self.n_bits, targets.shape[1], self.random_state), HEAD_RECIPE, self.random_state)
+        return self
+
+    def transform(self, X):
+        from cbir.deephash.core import head_outputs
+
+        return (head_outputs(self.head_, X) > 0).astype(np.uint8)
+
+
+def build(method: str, n_bits: int, seed: int, **params):
+    """A hasher by registry name, or a deep loss's head-only training (``<loss>_head``)."""
+    if method.endswith("_head"):
+        return DeepHead(method.removesuffix("_head"), n_bits, seed)
+    return make_hasher(method, n_bits, random_state=seed, **params)
 
 
 def machine() -> str:
@@ -134,7 +173,7 @@ def main(argv=None) -> None:
     parser.add_argument("--preprocess", choices=KINDS, default="l2", help="feature preprocessing (as hashing.preprocess)")
     parser.add_argument("--train-sample", type=int, help="fit on a seeded sample of this many training rows")
     parser.add_argument("--bits", type=int, nargs="+", default=[12, 24, 32, 48])
-    parser.add_argument("--methods", nargs="+", default=["ba", "itq", "pcah", "lsh", "sh", "cca_itq"], choices=sorted(HASHERS))
+    parser.add_argument("--methods", nargs="+", default=["ba", "itq", "pcah", "lsh", "sh", "cca_itq"], choices=[*sorted(HASHERS), *(f"{m}_head" for m in DEEP_HASHERS)])
     parser.add_argument("--ba-variants", nargs="+", default=[v for v in BA_VARIANTS if v != "ba-cuda"], choices=sorted(BA_VARIANTS), help="BA option sets (with ba in --methods; ba-cuda needs a GPU)")
     parser.add_argument("--ba-option", action="append", default=[], metavar="NAME=JSON", help="an extra BA option set, e.g. x='{\"C\": 10}'")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="hasher random_state values (mean ± sd over them)")
@@ -162,13 +201,13 @@ def main(argv=None) -> None:
     runs += [(m, m, {}) for m in args.methods if m != "ba"]
     if args.warmup:
         for name, method, params in runs:
-            make_hasher(method, args.bits[0], random_state=0, **params).fit(train[:1000], train_y[:1000])
+            build(method, args.bits[0], 0, **params).fit(train[:1000], train_y[:1000])
     header = None
     for n_bits in args.bits:
         for name, method, params in runs:
             results, times, cpu, iters, capped = [], [], [], [], 0
             for seed in args.seeds:
-                model = make_hasher(method, n_bits, random_state=seed, **params)
+                model = build(method, n_bits, seed, **params)
                 t0, c0 = time.perf_counter(), time.process_time()
                 model.fit(train, train_y)
                 times.append(time.perf_counter() - t0)
