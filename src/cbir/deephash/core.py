@@ -97,7 +97,7 @@ class DeepHashNet(nn.Module):
 
     def __init__(self, backbone: Backbone, method: str, bits: int | Sequence[int], n_classes: int, seed: int = 0, options: dict | None = None):
         super().__init__()
-        self.arch, self.method, self.options = backbone.arch, method, dict(options or {})
+        self.arch, self.method, self.n_classes, self.seed, self.options = backbone.arch, method, n_classes, seed, dict(options or {})
         self.backbone = backbone
         self.bits = tuple(sorted({int(bits)} if isinstance(bits, (int, np.integer)) else {int(b) for b in bits}))
         if not self.bits:
@@ -131,10 +131,8 @@ class DeepHashNet(nn.Module):
 
     def single(self, n_bits: int) -> "DeepHashNet":
         """The network of one code length: the trunk (shared, not copied) and that head."""
-        net = DeepHashNet.__new__(DeepHashNet)
-        nn.Module.__init__(net)
-        net.arch, net.method, net.options, net.backbone, net.bits, net.classifies = self.arch, self.method, self.options, self.backbone, (int(n_bits),), self.classifies
-        net.heads = nn.ModuleDict({str(n_bits): self.heads[str(n_bits)]})
+        net = DeepHashNet(self.backbone, self.method, n_bits, self.n_classes, self.seed, self.options)
+        net.heads[str(n_bits)] = self.heads[str(n_bits)]
         return net
 
 
