@@ -38,7 +38,7 @@ import time
 
 import numpy as np
 
-from cbir.config import DEEP_HASHERS
+from cbir.methods import DEEP_HASHERS
 from cbir.hashing import HASHERS, make_hasher
 from cbir.hashing.validation import hamming_distances, tie_aware_precision_at_k
 from cbir.metrics import evaluate_distances, neighbour_relevance

@@ -27,11 +27,12 @@ import os
 import numpy as np
 import pandas as pd
 
-from cbir.config import deep_hashers, load_config
+from cbir.config import load_config
 from cbir.deephash.core import training_recipe
 from cbir.evaluation import reference_space
 from cbir.features import validation_mask
 from cbir.io import read_descriptors
+from cbir.methods import deep_hashers
 from cbir.metrics import evaluate_distances, tie_aware_precision_at_k
 from cbir.paths import Layout
 from cbir.search import pairwise_hamming

@@ -8,7 +8,8 @@ import copy
 import pytest
 import yaml
 
-from cbir.config import FEATURE_HASHERS, ConfigError, hasher_spec, load_config, validate_config
+from cbir.config import ConfigError, load_config, validate_config
+from cbir.methods import FEATURE_HASHERS, hasher_spec
 
 from conftest import REPO
 

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from cbir import plugins
-from cbir.config import ConfigError, feature_hashers, hasher_spec, network_hashers, validate_config
+from cbir.config import ConfigError, validate_config
+from cbir.methods import feature_hashers, hasher_spec, network_hashers
 from conftest import REPO
 from workflow import snakemake
 

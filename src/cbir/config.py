@@ -13,6 +13,9 @@ from pathlib import Path
 import yaml
 from jsonschema import Draft202012Validator
 
+from cbir import plugins
+from cbir.methods import DEEP_HASHERS, PLUGIN_SECTION, feature_hashers, network_hashers, plugin_checks, plugin_sections
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 IMAGENET_ARCHS = ("resnet18", "resnet50", "alexnet")
 #: Dataset kinds whose pixels are stored once in a ``pixels.npy`` array (the others are image files).
@@ -99,9 +102,9 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict
     errors = sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     problems = [_describe(e) for e in errors]
     if not problems:
-        _plugin_sections(config, schema)
+        plugin_sections(config, schema)
         _fill_defaults(config, schema)
-        problems = [*_protocol_checks(config), *_cross_checks(config), *_plugin_checks(config, schema)] or _split_checks(config)
+        problems = [*_protocol_checks(config), *_cross_checks(config), *plugin_checks(config, schema)] or _split_checks(config)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(dict.fromkeys(problems)))
     return _sorted_keys(config)
@@ -122,30 +125,12 @@ def _fill_defaults(config: dict, schema: dict) -> None:
     validators.extend(Draft202012Validator, {"properties": set_defaults})(schema).validate(config)
 
 
-#: The mark of a plug-in's section in the schema of :func:`load_schema` (validation ignores unknown keywords).
-PLUGIN_SECTION = "x-cbir-plugin"
-
-
-def _plugin_sections(config: dict, schema: dict) -> None:
-    """An empty section for each plug-in named in ``hashing.methods`` without one, to be filled in
-    with the defaults (a loss's training keys). Only for these: an installed plug-in that a config
-    does not use adds nothing to it, so that installing one changes no config's hash nor reruns."""
-    sections = schema["properties"]["hashing"]["properties"]
-    hashing = config.setdefault("hashing", {})
-    for method in hashing.get("methods", []):
-        for name in (method, deep_method(method)):
-            if PLUGIN_SECTION in sections.get(name, {}):
-                hashing.setdefault(name, {})
-
-
 def load_schema(schema_path: str | Path = SCHEMA_PATH) -> dict:
     """The config schema, with its generated parts: each deep hashing method's section takes the
     training keys of ``$defs.deep_training``, whose ``finetune`` takes the keys and checks of a
     backbone's ``finetune`` without their defaults (it holds changes to a recipe); each installed
     plug-in (:mod:`cbir.plugins`) has a section of options under ``hashing``, marked
-    :data:`PLUGIN_SECTION` and checked against the plug-in by :func:`_plugin_checks`."""
-    from cbir import plugins
-
+    :data:`cbir.methods.PLUGIN_SECTION` and checked against the plug-in by :func:`cbir.methods.plugin_checks`."""
     with open(schema_path) as handle:
         schema = yaml.safe_load(handle)
     recipe = schema["properties"]["backbones"]["additionalProperties"]["properties"]["finetune"]["properties"]
@@ -157,7 +142,7 @@ def load_schema(schema_path: str | Path = SCHEMA_PATH) -> dict:
         hashing[method]["properties"] = {**copy.deepcopy(training), **hashing[method]["properties"]}
     for group in (plugins.HASHERS, plugins.LOSSES):
         for name in plugins.names(group):
-            if name not in hashing:  # a name of cbir's own is refused when a config uses it (_plugin_checks)
+            if name not in hashing:  # a name of cbir's own is refused when a config uses it (plugin_checks)
                 hashing[name] = {"description": f"options of the plug-in `{name}` ({group}; docs/plugins.md)", "type": "object", PLUGIN_SECTION: group}
                 if group == plugins.LOSSES:
                     hashing[name]["properties"] = copy.deepcopy(training)
@@ -245,55 +230,6 @@ def _sorted_keys(value):
     return value
 
 
-def hasher_spec(config: dict, method: str) -> tuple[str, dict]:
-    """(registry name, options) of a feature hasher named in ``hashing.methods``: a built-in
-    method or a plug-in with its section's options, or a variant of ``hashing.variants`` (its
-    method, with the variant's options over that method's section)."""
-    from cbir import plugins
-
-    hashing = config["hashing"]
-    variant = dict(hashing["variants"].get(method, {}))
-    base = variant.pop("method", method)
-    return base, {**hashing.get(base, {}), **variant} if base in (*OPTION_SECTIONS, *plugins.names(plugins.HASHERS)) else {}
-
-
-#: Feature hashers (cbir.hashing.HASHERS) and the ones with an options section under ``hashing``.
-FEATURE_HASHERS = ("ba", "itq", "pcah", "lsh", "sh", "cca_itq")
-OPTION_SECTIONS = ("ba", "cca_itq")
-#: Deep hashing methods (cbir.deephash.LOSSES), each trained end to end (its name) or as a hash
-#: layer on the frozen features (its name + ``_head``); each has a section under ``hashing``.
-DEEP_HASHERS = ("ssdh", "dpsh", "hashnet", "dsh", "greedyhash", "csq")
-HEAD_SUFFIX = "_head"
-#: Keys of a deep hashing method's section that say how to train, not what to minimise (the loss's options).
-DEEP_TRAINING_KEYS = ("start", "joint", "finetune", "head_only")
-NETWORK_HASHERS = (*DEEP_HASHERS, *(m + HEAD_SUFFIX for m in DEEP_HASHERS))
-
-
-def deep_method(name: str) -> str:
-    """The deep hashing method of a name in ``hashing.methods``: ``dpsh_head`` -> ``dpsh``."""
-    return name.removesuffix(HEAD_SUFFIX)
-
-
-# The methods with the installed plug-ins (cbir.plugins), found without importing them.
-def feature_hashers() -> tuple[str, ...]:
-    """The hashers fitted on features: :data:`FEATURE_HASHERS` and the hasher plug-ins."""
-    from cbir import plugins
-
-    return (*FEATURE_HASHERS, *plugins.names(plugins.HASHERS))
-
-
-def deep_hashers() -> tuple[str, ...]:
-    """The deep hashing methods: :data:`DEEP_HASHERS` and the loss plug-ins."""
-    from cbir import plugins
-
-    return (*DEEP_HASHERS, *plugins.names(plugins.LOSSES))
-
-
-def network_hashers() -> tuple[str, ...]:
-    """Every name of a deep hashing method in ``hashing.methods``: end to end and ``_head``."""
-    return (*deep_hashers(), *(m + HEAD_SUFFIX for m in deep_hashers()))
-
-
 def _cross_checks(config: dict) -> list[str]:
     """What JSON schema cannot say: references between sections and per-kind requirements."""
     problems = []
@@ -345,54 +281,6 @@ def _cross_checks(config: dict) -> list[str]:
                 if not weights.absolute().is_relative_to(results) and not weights.is_file():
                     problems.append(f"config key '{key}.weights': no weights file {weights} (relative to {Path.cwd()})")
                     break
-    return problems
-
-
-def _plugin_checks(config: dict, schema: dict) -> list[str]:
-    """The plug-ins a config uses, named in ``hashing.methods`` or given options in their section:
-    each a name of its own (not one of cbir's methods or ``hashing`` keys), loadable, and given
-    only options it takes. Only these are imported (a loss plug-in imports torch)."""
-    from cbir import plugins
-
-    sections = schema["properties"]["hashing"]["properties"]
-    taken = {*FEATURE_HASHERS, *NETWORK_HASHERS, *(key for key, section in sections.items() if PLUGIN_SECTION not in section)}
-    training = set(schema["$defs"]["deep_training"]["properties"])
-    hashing, problems, used = config["hashing"], [], {}
-
-    def given(group: str, name: str) -> set[str]:
-        """The options the config gives a plug-in (a loss's section also holds the training keys)."""
-        return set(hashing.get(name, {})) - (training if group == plugins.LOSSES else set())
-
-    for i, method in enumerate(hashing["methods"]):
-        key = f"hashing.methods.{i}"
-        # a hasher of this name, a loss of this name, or the loss of a `<loss>_head`
-        candidates = dict.fromkeys([(plugins.HASHERS, method), (plugins.LOSSES, method), (plugins.LOSSES, deep_method(method))])
-        named = [(group, name) for group, name in candidates if name in plugins.names(group)]
-        if not named or method in hashing["variants"]:  # a variant of a plug-in's name: see _cross_checks
-            continue
-        described = " and ".join(plugins.describe(group, name) for group, name in named)
-        if method in taken or any(name in taken for _, name in named):
-            problems.append(f"config key '{key}': {method!r} is cbir's own, and also {described}; rename the plug-in's entry point")
-        elif len(named) > 1:
-            problems.append(f"config key '{key}': {method!r} names several plug-ins, {described}; rename one of their entry points")
-        elif named[0][0] == plugins.LOSSES and named[0][1].endswith(HEAD_SUFFIX):
-            problems.append(f"config key '{key}': {described}: a deep hashing plug-in's name cannot end in {HEAD_SUFFIX!r}, the suffix of head-only training")
-        else:
-            used.setdefault(named[0], key)
-    for group in (plugins.HASHERS, plugins.LOSSES):
-        for name in plugins.names(group):
-            if given(group, name) and name not in taken:
-                used.setdefault((group, name), f"hashing.{name}")
-    for (group, name), key in used.items():
-        try:
-            cls = plugins.load(group, name)
-        except plugins.PluginError as err:
-            problems.append(f"config key '{key}': {err}")
-            continue
-        allowed = plugins.options(group, cls)
-        for option in sorted(given(group, name) - allowed if allowed is not None else ()):
-            takes = ", ".join(sorted(allowed)) or "none"
-            problems.append(f"config key 'hashing.{name}.{option}': unknown option of {plugins.describe(group, name)}; it takes {takes}")
     return problems
 
 

@@ -20,7 +20,8 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from cbir.config import PIXEL_ARRAY_KINDS, deep_hashers, network_hashers
+from cbir.config import PIXEL_ARRAY_KINDS
+from cbir.methods import deep_hashers, network_hashers
 from cbir.datasets import DECODE_ERRORS, ImageReader, load_image, read_manifest, to_mode
 from cbir.io import read_descriptors
 from cbir.paths import Layout, descriptor_names

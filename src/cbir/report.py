@@ -34,7 +34,7 @@ METHOD_NAMES = {
 def method_name(method: str) -> str:
     """A method's name in tables and figures: ``dpsh_head`` -> ``DPSH (head)``; a plug-in's
     ``display_name`` (:mod:`cbir.plugins`), else its entry-point name."""
-    from cbir.config import deep_hashers, deep_method
+    from cbir.methods import deep_hashers, deep_method
     from cbir.plugins import display_name
 
     def name(m: str) -> str:

@@ -5,19 +5,8 @@ import hashlib
 import os
 import re
 
-from cbir.config import (
-    DEEP_TRAINING_KEYS,
-    GRAYSCALE_KINDS,
-    METRIC_MODELS,
-    PIXEL_ARRAY_KINDS,
-    deep_hashers,
-    deep_method,
-    feature_hashers,
-    hasher_spec,
-    input_mode,
-    network_hashers,
-    pixels_are_cache,
-)
+from cbir.config import GRAYSCALE_KINDS, METRIC_MODELS, PIXEL_ARRAY_KINDS, input_mode, pixels_are_cache
+from cbir.methods import DEEP_TRAINING_KEYS, deep_hashers, deep_method, feature_hashers, hasher_spec, network_hashers
 from cbir.paths import DESCRIPTOR_PATTERN, FEATURES_PATTERN, Layout, descriptor_names
 
 paths = Layout.of(config)

@@ -11,7 +11,7 @@ file, rows in the split's order) and a per-epoch history:
 * :func:`train_head`: the hash layer (and the loss's own parameters) trained on a backbone's
   cached features, frozen: seconds instead of a fine-tuning.
 
-A method's config section (``hashing.<method>``) holds the training keys of :data:`cbir.config.DEEP_TRAINING_KEYS`
+A method's config section (``hashing.<method>``) holds the training keys of :data:`cbir.methods.DEEP_TRAINING_KEYS`
 and the loss's options (the rest).
 """
 
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cbir.codes import MAX_BITS, pack_bits
-from cbir.config import DEEP_TRAINING_KEYS
+from cbir.methods import DEEP_TRAINING_KEYS
 from cbir.deephash import make_loss
 from cbir.deephash.base import HashLoss
 from cbir.io import read_descriptors, write_descriptors, write_parquet
