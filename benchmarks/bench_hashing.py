@@ -79,7 +79,7 @@ def synthetic_cnn_features(n: int, dim: int = 2048, n_classes: int = 10, seed: i
     return X, labels.astype(np.int64)
 
 
-#: The deep hashing losses' head-only training: config/mnist.yaml's recipe (docs/hashing-notes.md).
+#: The deep hashing losses' head-only training: config/mnist.yaml's recipe (docs/hashing-notes.md; a test keeps them equal).
 HEAD_RECIPE = {"epochs": 10, "batch_size": 128, "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}
 
 

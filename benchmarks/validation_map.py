@@ -75,7 +75,11 @@ def validation_map(codes_path, fraction: float, seed: int, k: int, reference=Non
         raise ValueError(f"{codes_path}: no held-out training images (validation_fraction {fraction})")
     database = np.flatnonzero(codes.database)
     distances = pairwise_hamming(codes.values[queries], codes.values[database], codes.n_bits)
-    relevant = codes.label[queries][:, None] == codes.label[database][None, :]
+    if codes.is_multilabel:  # relevant: sharing a label
+        targets = codes.targets()
+        relevant = targets[queries] @ targets[database].T > 0
+    else:
+        relevant = codes.label[queries][:, None] == codes.label[database][None, :]
     # A held-out image that is also a database image must not find itself: it goes last, irrelevant.
     is_self = queries[:, None] == database[None, :]
     distances[is_self], relevant[is_self] = codes.n_bits + 1, False

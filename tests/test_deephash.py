@@ -69,6 +69,23 @@ def test_head_only_stage_writes_model_codes_and_history(tmp_path):
         assert pd.read_parquet(outputs[b]["history"])["epoch"].tolist() == list(range(1, HEAD_OPTIONS["epochs"] + 1))
 
 
+@pytest.mark.parametrize("method", ["greedyhash", "ssdh"])
+def test_head_only_codes_are_the_seed_s_whatever_ran_before(tmp_path, method):
+    """A loss's own parameters (a classifier) start from the seed, not from whatever state
+    torch's generator was left in: two stages, two histories of the process, the same codes."""
+    features, labels = clusters(n=200)
+    index = pd.DataFrame({"image_id": [f"i{i}" for i in range(200)], "label": labels, "train": True, "database": True, "query": False})
+    write_descriptors(tmp_path / "features.parquet", index, features)
+    codes = []
+    for state in (1, 2):
+        torch.manual_seed(state)
+        outputs = stage_outputs(tmp_path / str(state), [8, 16])
+        train_head(tmp_path / "features.parquet", method, {"head_only": {**HEAD_OPTIONS, "epochs": 2, "device": "cpu"}}, 0, outputs)
+        codes.append([read_descriptors(outputs[b]["codes"]).values for b in (8, 16)])
+    for first, second in zip(*codes):
+        np.testing.assert_array_equal(first, second)
+
+
 def test_head_only_on_multi_label_features_keeps_the_label_sets(tmp_path):
     """Label sets reach the loss as multi-hot targets and the written codes keep them: images
     sharing a label end up nearer in Hamming distance than images sharing none."""

@@ -73,6 +73,7 @@ def classifier_of(loss):
 def test_ssdh(targets):
     torch.manual_seed(0)
     loss = SSDH(6, 3, alpha=0.5, beta=2.0)
+    loss.multi_label = targets is not ONE_HOT  # as the trainer sets it for the dataset
     a = 1 / (1 + np.exp(-Z.astype(np.float64)))
     expected = cross_entropy(classifier_of(loss)(a), targets) - 0.5 * np.mean((a - 0.5) ** 2) + 2.0 * np.mean((a.mean(0) - 0.5) ** 2)
     assert value(loss, targets=targets) == pytest.approx(expected, rel=1e-5)
@@ -148,6 +149,7 @@ def test_dsh(targets):
 def test_greedyhash(targets):
     torch.manual_seed(0)
     loss = GreedyHash(6, 3, alpha=0.5)
+    loss.multi_label = targets is not ONE_HOT  # as the trainer sets it for the dataset
     expected = cross_entropy(classifier_of(loss)(np.sign(Z.astype(np.float64))), targets) + 0.5 * np.mean(np.abs(np.abs(Z) - 1) ** 3)
     assert value(loss, targets=targets) == pytest.approx(expected, rel=1e-5)
     scores = loss.logits(torch.tensor(Z)).detach().numpy()
@@ -304,3 +306,15 @@ def test_a_few_steps_lower_the_loss_and_separate_the_classes(name):
     hamming = (codes[:, None] != codes[None]).sum(-1)
     same = labels[:, None] == labels[None]
     assert hamming[same].max() < hamming[~same].min()  # every image nearer to its class than to any other
+
+
+def test_a_classifier_s_loss_is_decided_for_the_dataset_not_the_batch():
+    """On multi-label data a batch whose images have one label each still gets the multi-label
+    (per-class binary) loss, so that every batch of a training is on the same scale."""
+    torch.manual_seed(0)
+    loss = SSDH(6, 3, alpha=0.0, beta=0.0)
+    single = value(loss)
+    loss.multi_label = True
+    p = 1 / (1 + np.exp(-classifier_of(loss)(1 / (1 + np.exp(-Z.astype(np.float64))))))
+    binary = -np.mean(ONE_HOT * np.log(p) + (1 - ONE_HOT) * np.log(1 - p))
+    assert value(loss) == pytest.approx(binary, rel=1e-5) and value(loss) != pytest.approx(single)

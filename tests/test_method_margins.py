@@ -32,3 +32,15 @@ def test_cells_of_other_datasets_and_metrics_are_not_mixed_in():
     results = pd.DataFrame([cell("ssdh", 12, 90.0, 0.1), cell("csq", 12, 95.0, 0.1), cell("csq", 12, 50.0, 0.1, dataset="fashion_mnist"), {**cell("csq", 12, 10.0, 0.1), "metric": "p@10"}])
     table = method_margins.margins(results, ["ssdh"])
     assert table[["method", "dataset", "won", "lost"]].to_dict("records") == [{"method": "csq", "dataset": "mnist", "won": 1, "lost": 0}]
+
+
+def test_bench_hashing_trains_heads_with_the_recipe_of_config_mnist():
+    """bench_hashing's head-only methods stand for config/mnist.yaml's: the same recipe."""
+    import yaml
+
+    spec = importlib.util.spec_from_file_location("bench_hashing", REPO / "benchmarks" / "bench_hashing.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    hashing = yaml.safe_load((REPO / "config" / "mnist.yaml").read_text())["hashing"]
+    for method in ("dpsh", "hashnet", "dsh", "greedyhash", "csq"):
+        assert {**bench.HEAD_RECIPE, **hashing[method]["head_only"]} == bench.HEAD_RECIPE, method

@@ -107,7 +107,12 @@ def test_config_needs_the_labels_table_of_a_multilabel_dataset_only(tmp_path):
     root = make_multilabel(tmp_path / "ml", n=2)
     base = yaml.safe_load((REPO / "config.yaml").read_text())
     base["datasets"] = {"ml": {"kind": "multilabel", "root": str(root), "labels": "labels.csv", "protocol": "digits", "hashing": ["smallcnn"]}}
+    base["hashing"]["methods"] = ["itq", "cca_itq", "ssdh_head"]
     assert validate_config(base)["datasets"]["ml"]["labels"] == "labels.csv"
+    end_to_end = copy.deepcopy(base)
+    end_to_end["hashing"]["methods"].append("dpsh")  # the fine-tuning loop carries one label per image
+    with pytest.raises(ConfigError, match="'hashing.methods': dpsh train end to end.*dpsh_head"):
+        validate_config(end_to_end)
     for change, message in (
         ({"labels": None}, "'datasets.ml.labels': a multilabel dataset needs its labels table"),
         ({"labels": "nope.csv"}, "'datasets.ml.labels': no file .*nope.csv"),
@@ -303,3 +308,22 @@ def test_workflow_evaluates_with_shared_labels(tmp_path, monkeypatch):
     query = engine.queries.image_id[0]
     table, _ = engine.search_split_query(query, k=24)
     assert table["relevant"].tolist() == [bool(truth[query] & truth[i]) for i in table["image_id"]]
+
+
+def test_supervised_hashers_learn_the_label_sets(tmp_path):
+    """CCA-ITQ in the train_hash stage is fitted on each image's label set (multi-hot), not its
+    first label: its codes are those of CCA-ITQ fitted on the multi-hot rows directly."""
+    from cbir.hashing import make_hasher
+    from cbir.hashing.stage import train_hash
+    from cbir.preprocess import apply_preprocessing, fit_preprocessing
+
+    rng = np.random.default_rng(0)
+    sets = [sorted(rng.choice(4, size=rng.integers(1, 3), replace=False).tolist()) for _ in range(300)]
+    targets = multi_hot([s[0] for s in sets], sets)
+    features = (targets @ rng.normal(0, 2, (4, 12)) + rng.normal(0, 0.5, (300, 12))).astype(np.float32)
+    index = pd.DataFrame({"image_id": [f"i{i}" for i in range(300)], "label": [s[0] for s in sets], "labels": sets, "train": True, "database": True, "query": False})
+    write_descriptors(tmp_path / "features.parquet", index, features)
+    train_hash(tmp_path / "features.parquet", "cca_itq", 6, params={}, seed=0, model_path=tmp_path / "m.npz", codes_path=tmp_path / "codes.parquet", trace_path=tmp_path / "trace.tsv")
+    preprocessing = fit_preprocessing("l2", features)
+    direct = make_hasher("cca_itq", 6, random_state=0).fit(apply_preprocessing(preprocessing, features), targets)
+    np.testing.assert_array_equal(read_descriptors(tmp_path / "codes.parquet").values, direct.encode(apply_preprocessing(preprocessing, features)))

@@ -213,6 +213,7 @@ def preset_config(protocol: str, **protocols) -> dict:
 def test_a_dataset_names_a_preset_without_defining_it():
     config = validate_config(preset_config("cifar10-1"))
     assert config["protocols"] == {"cifar10-1": PRESETS["cifar10-1"]}
+    assert validate_config(config) == config  # a validated config validates again, preset and all
 
 
 def test_a_protocol_may_not_take_a_preset_s_name():

@@ -14,7 +14,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from cbir import plugins
-from cbir.methods import DEEP_HASHERS, PLUGIN_SECTION, feature_hashers, network_hashers, plugin_checks, plugin_sections
+from cbir.methods import DEEP_HASHERS, PLUGIN_SECTION, deep_hashers, feature_hashers, network_hashers, plugin_checks, plugin_sections
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 IMAGENET_ARCHS = ("resnet18", "resnet50", "alexnet")
@@ -253,6 +253,10 @@ def _cross_checks(config: dict) -> list[str]:
                     problems.append(f"config key '{key}.{pipeline}': {backbone!r} is not a key of 'backbones' ({', '.join(config['backbones'])})")
         if not dataset["hashing"] and not dataset["metric_learning"]:
             problems.append(f"config key '{key}.hashing': give backbones to hash, to metric_learning, or both")
+        end_to_end = [m for m in hashing["methods"] if m in deep_hashers()]
+        if dataset["kind"] == "multilabel" and dataset["hashing"] and end_to_end:
+            # The fine-tuning loop carries one label per image; a hash layer on the features takes label sets.
+            problems.append(f"config key 'hashing.methods': {', '.join(end_to_end)} train end to end, on one label per image; the multi-label dataset {name!r} takes their head-only training ({', '.join(m + '_head' for m in end_to_end)})")
         if dataset["kind"] in ("imagefolder", "multilabel") and not dataset["root"]:
             problems.append(f"config key '{key}.root': a dataset of kind {dataset['kind']} needs the folder to index")
         elif dataset["root"] is not None and not Path(dataset["root"]).exists():
@@ -292,7 +296,8 @@ def _protocol_checks(config: dict) -> list[str]:
 
     problems = []
     for name, protocol in config["protocols"].items():
-        if name in PRESETS:
+        # A preset's own definition is accepted back (a validated config, validated again); any other is refused.
+        if name in PRESETS and any(protocol.get(key) != value for key, value in PRESETS[name].items()):
             problems.append(f"config key 'protocols.{name}': {name!r} is a preset (docs: Concepts); name your protocol otherwise, or drop it to use the preset")
         elif protocol.get("database_per_class") == "rest" and not isinstance(protocol.get("train_per_class"), int):
             problems.append(f"config key 'protocols.{name}.train_per_class': database_per_class `rest` (neither query nor training) needs a number here")

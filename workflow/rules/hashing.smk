@@ -21,7 +21,7 @@ rule train_hash:
     benchmark:
         paths.benchmark("{dataset}", "seed{seed}", "hashing", "{backbone}", "{method}", "{bits}")
     wildcard_constraints:
-        method="|".join(FEATURE_HASHER_NAMES),
+        method=one_of(FEATURE_HASHER_NAMES),
         bits=r"\d+",
     conda:
         ENV

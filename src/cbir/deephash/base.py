@@ -39,9 +39,12 @@ class HashLoss(nn.Module):
             raise ValueError(f"{self.name}: unknown option(s) {', '.join(unknown)}; expected some of {', '.join(sorted(self.defaults)) or 'none'}")
         self.n_bits, self.n_classes, self.seed = int(n_bits), int(n_classes), int(seed)
         self.options = {**self.defaults, **options}
-        # Optimizer steps taken so far (a buffer: saved and restored with the model on resume);
-        # losses with a schedule over training (HashNet's continuation) read it.
+        # Training batches seen so far (forward calls in training mode, one per optimizer step in
+        # both training loops; a buffer: saved and restored with the model on resume); losses with a
+        # schedule over training (HashNet's continuation) read it.
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        # Whether the data are multi-label (the trainer sets it for the dataset): a classifier's loss depends on it.
+        self.multi_label = False
 
     def forward(self, z: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss of a batch (a scalar) and its named terms; counts a step when training."""
@@ -76,10 +79,11 @@ def pair_mean(values: torch.Tensor) -> torch.Tensor:
     return values.masked_select(~torch.eye(n, dtype=torch.bool, device=values.device)).mean()
 
 
-def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy for one-hot targets; for multi-label ones, binary cross-entropy per class
+def classification_loss(logits: torch.Tensor, targets: torch.Tensor, multi_label: bool) -> torch.Tensor:
+    """Cross-entropy for single-label data; for multi-label data, binary cross-entropy per class
     (each label an independent yes/no), as softmax cannot put probability 1 on several classes.
-    Decided per batch (every row one-hot or not): the loss is given targets only."""
-    if bool((targets.sum(1) == 1).all()):
+    Decided for the dataset (:attr:`HashLoss.multi_label`), not per batch: a batch of multi-label
+    data whose images happen to have one label each still gets the multi-label loss."""
+    if not multi_label:
         return F.cross_entropy(logits.float(), targets.argmax(1))
     return F.binary_cross_entropy_with_logits(logits.float(), targets)

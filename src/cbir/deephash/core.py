@@ -67,7 +67,7 @@ class HashHead(nn.Module):
         self.loss = loss
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        # In float32: under bf16 autocast the outputs near 0, where the bits are decided, would be too coarse.
+        # Handed to the loss in float32 (under bf16 autocast the linear layer itself still computes in bf16).
         return self.latent(features).float()
 
 
@@ -119,11 +119,11 @@ class DeepHashNet(nn.Module):
         out = {"penultimate": shared}
         for b in self.bits:
             out[f"hash/{b}"] = self.heads[str(b)](shared)
-            if self.classifies:
-                out[f"logits/{b}"] = self.heads[str(b)].loss.logits(out[f"hash/{b}"])
         out["hash"] = out[f"hash/{self.bits[0]}"]
-        if self.classifies:
-            out["logits"] = out[f"logits/{self.bits[0]}"]
+        for name in wanted:  # class scores only where asked for (validation, extraction of logits)
+            if name.startswith("logits"):
+                bits = name.partition("/")[2] or str(self.bits[0])
+                out[name] = self.heads[bits].loss.logits(out[f"hash/{bits}"])
         return {name: out[name] for name in wanted}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -260,6 +260,7 @@ def fit_head(features: np.ndarray, targets: np.ndarray, loss: HashLoss, options:
     x = ((x - mean) / scale).to(device)
     y = torch.as_tensor(np.asarray(targets), dtype=torch.float32).to(device)
     labels = y.argmax(1) if bool((y.sum(1) == 1).all()) else None  # an accuracy only for single-label data
+    loss.multi_label = loss.multi_label or labels is None  # decided for the whole training set, not per batch
     head = HashHead(x.shape[1], loss).to(device).train()
     optimizer = torch.optim.SGD(head.parameters(), lr=options["lr"], momentum=options["momentum"], weight_decay=options["weight_decay"])
     batch_size = options["batch_size"]
@@ -326,7 +327,9 @@ def train_head(features_path, method: str, method_cfg: dict, seed: int, outputs:
     n_classes = features.targets().shape[1]
     targets = train.targets(n_classes)  # one-hot, or multi-hot for multi-label data
     for b in sorted(outputs):
+        torch.manual_seed(seed)  # a loss's own parameters (SSDH's, GreedyHash's classifier) start from the seed too
         loss = make_loss(method, b, n_classes, seed, **loss_options(method_cfg))
+        loss.multi_label = features.is_multilabel
         log.info("%s head only: %d bits, options %s, on %d cached %d-d features, on %s", method, b, loss.options, len(train), train.values.shape[1], device)
         head, history = fit_head(train.values, targets, loss, options, seed, device)
         saved = {"method": method, "options": loss_options(method_cfg), "seed": int(seed), "n_bits": b, "in_features": head.latent.in_features, "n_classes": n_classes}

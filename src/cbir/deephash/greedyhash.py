@@ -46,7 +46,7 @@ class GreedyHash(HashLoss):
 
     def terms(self, z, targets):
         terms = {
-            "classification": classification_loss(self.logits(z), targets),
+            "classification": classification_loss(self.logits(z), targets, self.multi_label),
             "quantization": ((z.abs() - 1).abs() ** 3).mean(),
         }
         return terms["classification"] + self.options["alpha"] * terms["quantization"], terms

@@ -1,6 +1,6 @@
 """SSDH: supervised semantics-preserving deep hashing (Yang, Lin & Chen, TPAMI 2018).
 
-The loss of :func:`cbir.ssdh.ssdh_loss` on the shared hash layer: L sigmoid units a = sigmoid(z)
+SSDH's loss on the shared hash layer: L sigmoid units a = sigmoid(z)
 (the codes: a > 0.5, i.e. z > 0) feed a linear classifier, so that the classes must be predicted
 from L nearly binary attributes. The paper's three terms E1, E2, E3, per batch of N images:
 
@@ -12,8 +12,8 @@ from L nearly binary attributes. The paper's three terms E1, E2, E3, per batch o
 
 Choices the paper leaves open, or that differ from it: E1's weight decay is the optimizer's;
 for multi-label targets E1 is binary cross-entropy per class (the paper's is a softmax loss
-over one label); E2 and E3 are means, not sums, and E3 is taken per bit over the batch, as in
-:mod:`cbir.ssdh`, so that the repository's two SSDH implementations train the same thing.
+over one label); E2 and E3 are means, not sums, and E3 is taken per bit over the batch (each bit
+on for half the images; docs/training-notes.md says why).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class SSDH(HashLoss):
     def terms(self, z, targets):
         a = torch.sigmoid(z)
         terms = {
-            "classification": classification_loss(self.classifier(a), targets),
+            "classification": classification_loss(self.classifier(a), targets, self.multi_label),
             "binarization": -((a - 0.5) ** 2).mean(),
             "balance": ((a.mean(0) - 0.5) ** 2).mean(),
         }

@@ -15,7 +15,7 @@ from cbir.hashing import make_hasher
 from cbir.hashing.base import BaseHasher
 from cbir.hashing.persist import load_hash_model as _load, metadata_path, save_hasher
 from cbir.codes import n_bytes, unpack_bits
-from cbir.io import atomic_output, descriptor_chunks, read_descriptor_index, read_descriptor_rows, write_descriptors
+from cbir.io import atomic_output, descriptor_chunks, multi_hot, read_descriptor_index, read_descriptor_rows, write_descriptors
 from cbir.preprocess import apply_preprocessing, fit_preprocessing
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,9 @@ def train_hash(
     hasher = make_hasher(method, n_bits, random_state=seed, **params)
     log.info("fitting %s with %d bits on %d x %d training features (preprocessing %s)", method, n_bits, len(rows), train.shape[1], preprocess)
     started = time.perf_counter()
-    hasher.fit(train, index["label"].to_numpy()[rows])
+    # Supervised hashers (CCA-ITQ) learn from the labels: each image's label sets on multi-label data.
+    labels = multi_hot(index["label"], index["labels"]) if "labels" in index else index["label"].to_numpy()
+    hasher.fit(train, labels[rows])
     log.info("fitted in %.1f s", time.perf_counter() - started)
     del train
     save_hasher(hasher, model_path, preprocessing)
