@@ -33,7 +33,7 @@ from cbir.evaluation import reference_space
 from cbir.features import validation_mask
 from cbir.io import read_descriptors
 from cbir.methods import deep_hashers
-from cbir.metrics import evaluate_distances, tie_aware_precision_at_k
+from cbir.metrics import evaluate_distances, relevance_from_labels, tie_aware_precision_at_k
 from cbir.paths import Layout
 from cbir.search import pairwise_hamming
 
@@ -75,11 +75,8 @@ def validation_map(codes_path, fraction: float, seed: int, k: int, reference=Non
         raise ValueError(f"{codes_path}: no held-out training images (validation_fraction {fraction})")
     database = np.flatnonzero(codes.database)
     distances = pairwise_hamming(codes.values[queries], codes.values[database], codes.n_bits)
-    if codes.is_multilabel:  # relevant: sharing a label
-        targets = codes.targets()
-        relevant = targets[queries] @ targets[database].T > 0
-    else:
-        relevant = codes.label[queries][:, None] == codes.label[database][None, :]
+    labels = codes.targets() if codes.is_multilabel else codes.label  # multi-label: relevant when sharing a label
+    relevant = relevance_from_labels(labels[queries], labels[database])
     # A held-out image that is also a database image must not find itself: it goes last, irrelevant.
     is_self = queries[:, None] == database[None, :]
     distances[is_self], relevant[is_self] = codes.n_bits + 1, False

@@ -75,6 +75,17 @@ def load(group: str, name: str) -> type:
     return loaded
 
 
+def method_class(group: str, name: str, built_in: dict[str, type], what: str) -> type:
+    """The class of method ``name``: a built-in one (``built_in``), else ``group``'s plug-in of that
+    name; a ValueError names the unknown ``what`` ("hashing method") with the built-in and installed ones."""
+    if name in built_in:
+        return built_in[name]
+    if name in names(group):
+        return load(group, name)
+    installed = ", ".join(names(group)) or "none installed"
+    raise ValueError(f"unknown {what} {name!r}; built in: {', '.join(sorted(built_in))}; plug-ins: {installed}")
+
+
 def name_of(group: str, cls: type) -> str | None:
     """The name ``cls`` is registered under in ``group`` (importing the group's plug-ins), or None."""
     for name in names(group):

@@ -201,6 +201,11 @@ def deep_outputs(name, bits):
     return [paths.hashing("{dataset}", "{seed}", "{backbone}", "{method}", b, name) for b in bits]
 
 
+def deep_bits(wc):
+    """The code lengths a deep hashing job trains: its own (one job per length), or every one."""
+    return [int(wc.bits)] if hasattr(wc, "bits") else config["hashing"]["bits"]
+
+
 def deep_section(wc, keys):
     """The ``keys`` of a deep hashing method's section (the rest do not change this job's output)."""
     section = config["hashing"][deep_method(wc.method)]

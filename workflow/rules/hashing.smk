@@ -64,7 +64,7 @@ rule train_deep_hash_joint:
     params:
         backbone=training_params,
         section=lambda wc: deep_section(wc, ("finetune",)),
-        bits=config["hashing"]["bits"],
+        bits=deep_bits,
         kind=lambda wc: dataset_cfg(wc.dataset)["kind"],
         seed=lambda wc: int(wc.seed),
     script:
@@ -83,12 +83,6 @@ use rule train_deep_hash_joint as train_deep_hash_per_length with:
     wildcard_constraints:
         method=one_of(PER_LENGTH_DEEP),
         bits=r"\d+",
-    params:
-        backbone=training_params,
-        section=lambda wc: deep_section(wc, ("finetune",)),
-        bits=lambda wc: [int(wc.bits)],
-        kind=lambda wc: dataset_cfg(wc.dataset)["kind"],
-        seed=lambda wc: int(wc.seed),
 
 
 # Head only: a hash layer per code length on the cached features, every length in one job.

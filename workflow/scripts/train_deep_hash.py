@@ -8,7 +8,7 @@ os.environ.setdefault("TORCH_HOME", "resources/weights")  # where ImageNet weigh
 
 import torch
 
-from cbir.deephash.core import train_end_to_end
+from cbir.deephash.core import outputs_by_length, train_end_to_end
 from cbir.logs import logged
 
 with logged(snakemake.log[0]):
@@ -21,10 +21,7 @@ with logged(snakemake.log[0]):
         snakemake.params.section,
         snakemake.params.kind,
         snakemake.params.seed,
-        {
-            bits: {"model": model, "codes": codes, "history": history}
-            for bits, model, codes, history in zip(snakemake.params.bits, snakemake.output.model, snakemake.output.codes, snakemake.output.history, strict=True)
-        },
+        outputs_by_length(snakemake.params.bits, snakemake.output.model, snakemake.output.codes, snakemake.output.history),
         weights_path=snakemake.input.weights[0] if snakemake.input.weights else None,
         image_cache=snakemake.input.cache[0] if snakemake.input.cache else None,
     )

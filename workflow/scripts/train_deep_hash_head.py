@@ -6,7 +6,7 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # cbir, also inside a co
 
 import torch
 
-from cbir.deephash.core import train_head
+from cbir.deephash.core import outputs_by_length, train_head
 from cbir.logs import logged
 
 with logged(snakemake.log[0]):
@@ -16,9 +16,6 @@ with logged(snakemake.log[0]):
         snakemake.params.method,
         snakemake.params.section,
         snakemake.params.seed,
-        {
-            bits: {"model": model, "codes": codes, "history": history}
-            for bits, model, codes, history in zip(snakemake.params.bits, snakemake.output.model, snakemake.output.codes, snakemake.output.history, strict=True)
-        },
+        outputs_by_length(snakemake.params.bits, snakemake.output.model, snakemake.output.codes, snakemake.output.history),
         snakemake.params.validation_fraction,
     )

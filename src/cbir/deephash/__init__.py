@@ -25,11 +25,5 @@ def make_loss(name: str, n_bits: int, n_classes: int, seed: int = 0, **options) 
     loss plug-in (entry-point group ``cbir.deephash``)."""
     from cbir import plugins
 
-    if name in LOSSES:
-        cls = LOSSES[name]
-    elif name in plugins.names(plugins.LOSSES):
-        cls = plugins.load(plugins.LOSSES, name)
-    else:
-        installed = ", ".join(plugins.names(plugins.LOSSES)) or "none installed"
-        raise ValueError(f"unknown deep hashing method {name!r}; known: {', '.join(sorted(LOSSES))}, plug-ins: {installed}")
+    cls = plugins.method_class(plugins.LOSSES, name, LOSSES, "deep hashing method")
     return cls(n_bits, n_classes, seed=seed, **options)

@@ -53,6 +53,11 @@ def one_hot(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
     return labels.float() if labels.ndim == 2 else F.one_hot(labels, n_classes).float()
 
 
+def outputs_by_length(bits, models, codes, histories) -> dict[int, dict]:
+    """``{n_bits: {"model", "codes", "history"}: path}``, what the stages write, from parallel lists."""
+    return {int(b): {"model": m, "codes": c, "history": h} for b, m, c, h in zip(bits, models, codes, histories, strict=True)}
+
+
 def codes_of(z: np.ndarray) -> np.ndarray:
     """Packed codes (:mod:`cbir.codes`) of hash-layer outputs: bit l is set where z_l > 0."""
     return pack_bits(np.asarray(z) > 0)

@@ -22,13 +22,7 @@ def make_hasher(name: str, n_bits: int, random_state=None, **params) -> BaseHash
     by the name of a hasher plug-in (entry-point group ``cbir.hashers``)."""
     from cbir import plugins
 
-    if name in HASHERS:
-        cls = HASHERS[name]
-    elif name in plugins.names(plugins.HASHERS):
-        cls = plugins.load(plugins.HASHERS, name)
-    else:
-        installed = ", ".join(plugins.names(plugins.HASHERS)) or "none installed"
-        raise ValueError(f"unknown hashing method {name!r}; expected one of {sorted(HASHERS)} or a plug-in ({installed})")
+    cls = plugins.method_class(plugins.HASHERS, name, HASHERS, "hashing method")
     return cls(n_bits=n_bits, random_state=random_state, **params)
 
 
