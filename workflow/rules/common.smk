@@ -196,8 +196,8 @@ def one_of(names):
     return "|".join(map(re.escape, names)) or "(?!)"
 
 
-def deep_outputs(name, bits):
-    """The file ``name`` of each code length in ``bits`` that a deep hashing job writes."""
+def hash_outputs(name, bits):
+    """The file ``name`` of each code length in ``bits`` that a hashing job writes."""
     return [paths.hashing("{dataset}", "{seed}", "{backbone}", "{method}", b, name) for b in bits]
 
 

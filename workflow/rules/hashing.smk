@@ -1,4 +1,4 @@
-"""Hashing stage: one hasher per dataset x seed x backbone x method x code length.
+"""Hashing stage: one job per dataset x seed x backbone x method, fitting every code length.
 
 Hashers fitted on the fine-tuned features (BA, ITQ, PCAH, LSH, SH, CCA-ITQ, hasher plug-ins) share
 one rule; the deep hashing methods (SSDH, DPSH, HashNet, DSH, GreedyHash, CSQ, loss plug-ins; see
@@ -8,21 +8,22 @@ the codes of every image as a descriptor file.
 """
 
 
+# Every code length of a method in one job: a fit takes about a second, about what starting the
+# job's process costs.
 rule train_hash:
     input:
         features=hashing_features,
     output:
-        model=paths.hashing("{dataset}", "{seed}", "{backbone}", "{method}", "{bits}", "model.npz"),
-        metadata=paths.hashing("{dataset}", "{seed}", "{backbone}", "{method}", "{bits}", "model.json"),
-        codes=paths.hashing("{dataset}", "{seed}", "{backbone}", "{method}", "{bits}", "descriptors.parquet"),
-        trace=paths.hashing("{dataset}", "{seed}", "{backbone}", "{method}", "{bits}", "trace.tsv"),
+        model=hash_outputs("model.npz", config["hashing"]["bits"]),
+        metadata=hash_outputs("model.json", config["hashing"]["bits"]),
+        codes=hash_outputs("descriptors.parquet", config["hashing"]["bits"]),
+        trace=hash_outputs("trace.tsv", config["hashing"]["bits"]),
     log:
-        paths.log("{dataset}", "seed{seed}", "hashing", "{backbone}", "{method}", "{bits}"),
+        paths.log("{dataset}", "seed{seed}", "hashing", "{backbone}", "{method}"),
     benchmark:
-        paths.benchmark("{dataset}", "seed{seed}", "hashing", "{backbone}", "{method}", "{bits}")
+        paths.benchmark("{dataset}", "seed{seed}", "hashing", "{backbone}", "{method}")
     wildcard_constraints:
         method=one_of(FEATURE_HASHER_NAMES),
-        bits=r"\d+",
     conda:
         ENV
     # Small BLAS problems at the papers' sizes: two single-threaded jobs beat one with two threads.
@@ -30,6 +31,7 @@ rule train_hash:
     params:
         method=lambda wc: hasher_spec(config, wc.method)[0],
         options=lambda wc: hasher_spec(config, wc.method)[1],
+        bits=config["hashing"]["bits"],
         preprocess=config["hashing"]["preprocess"],
         train_sample=train_sample,
         seed=lambda wc: int(wc.seed),
@@ -45,9 +47,9 @@ rule train_deep_hash_joint:
         cache=image_cache,
         weights=deep_weights,
     output:
-        model=deep_outputs("model.pt", config["hashing"]["bits"]),
-        codes=deep_outputs("descriptors.parquet", config["hashing"]["bits"]),
-        history=deep_outputs("history.parquet", config["hashing"]["bits"]),
+        model=hash_outputs("model.pt", config["hashing"]["bits"]),
+        codes=hash_outputs("descriptors.parquet", config["hashing"]["bits"]),
+        history=hash_outputs("history.parquet", config["hashing"]["bits"]),
     log:
         paths.log("{dataset}", "seed{seed}", "hashing", "{backbone}", "{method}", "joint"),
     benchmark:
@@ -73,9 +75,9 @@ rule train_deep_hash_joint:
 
 use rule train_deep_hash_joint as train_deep_hash_per_length with:
     output:
-        model=deep_outputs("model.pt", ["{bits}"]),
-        codes=deep_outputs("descriptors.parquet", ["{bits}"]),
-        history=deep_outputs("history.parquet", ["{bits}"]),
+        model=hash_outputs("model.pt", ["{bits}"]),
+        codes=hash_outputs("descriptors.parquet", ["{bits}"]),
+        history=hash_outputs("history.parquet", ["{bits}"]),
     log:
         paths.log("{dataset}", "seed{seed}", "hashing", "{backbone}", "{method}", "{bits}"),
     benchmark:
@@ -90,9 +92,9 @@ rule train_deep_hash_head:
     input:
         features=hashing_features,
     output:
-        model=deep_outputs("model.pt", config["hashing"]["bits"]),
-        codes=deep_outputs("descriptors.parquet", config["hashing"]["bits"]),
-        history=deep_outputs("history.parquet", config["hashing"]["bits"]),
+        model=hash_outputs("model.pt", config["hashing"]["bits"]),
+        codes=hash_outputs("descriptors.parquet", config["hashing"]["bits"]),
+        history=hash_outputs("history.parquet", config["hashing"]["bits"]),
     log:
         paths.log("{dataset}", "seed{seed}", "hashing", "{backbone}", "{method}"),
     benchmark:
