@@ -18,14 +18,15 @@ against the database as in ``benchmarks/validation_map.py``. Never touches the t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from cbir.config import input_mode, load_config, pixels_are_cache
 from cbir.deephash.core import outputs_by_length, train_end_to_end
@@ -42,10 +43,12 @@ def _merged(section: dict, recipe: dict) -> dict:
 
 
 def _train_and_score(task: dict) -> list[dict]:
-    import torch
-
     torch.set_num_threads(1)
-    os.chdir(task["workdir"])
+    with contextlib.chdir(task["workdir"]):  # the run's manifests and caches are relative to it
+        return _scores(task)
+
+
+def _scores(task: dict) -> list[dict]:
     config, layout = task["config"], Layout(task["results"], task["config"]["report_dir"])
     dataset, seed, backbone, method = task["dataset"], task["seed"], task["backbone"], task["method"]
     section = _merged(config["hashing"][method], task["recipe"])
@@ -89,8 +92,8 @@ def main(argv=None) -> None:
                     for recipe in args.recipes:
                         tasks.append({"config": config, "results": str(results), "workdir": str(workdir), "dataset": dataset, "backbone": backbone, "seed": seed, "method": method, "recipe": recipe})
     rows = []
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        for task_rows in pool.map(_train_and_score, tasks):
+    with ProcessPoolExecutor(max_workers=args.jobs) if args.jobs > 1 else contextlib.nullcontext() as pool:
+        for task_rows in (pool.map if pool else map)(_train_and_score, tasks):
             for row in task_rows:
                 print(f"{row['dataset']:<14} {row['method']:<11} {row['recipe']:<44} {row['bits']:>3} {row['seed']:>3}  val mAP {row['val_map']:6.2f}  train {row['train_s']:5.0f} s", flush=True)
             rows.extend(task_rows)

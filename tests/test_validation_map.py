@@ -96,3 +96,19 @@ def test_head_only_recipes_are_scored_on_the_held_out_images(default_run, capsys
     scores = [float(m.group(1)) for line in lines if (m := re.search(r"val mAP +([\d.]+) +fit", line))]
     assert len(scores) == 4 and all(0 < s <= 100 for s in scores)
     assert "validation mAP@1000 (%), mean ± sd over seeds" in lines
+
+
+def test_end_to_end_recipes_retrain_exactly_as_the_workflow(default_run, capsys, monkeypatch):
+    """The unchanged recipe trains SSDH again as the run's train_deep_hash_joint did (one thread,
+    both): its codes score on the held-out images exactly what the run's own codes score."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("deephash_e2e_search", REPO / "benchmarks" / "deephash_e2e_search.py")
+    search = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(search)
+    search.main(["--configfile", str(REPO / "config.yaml"), "--results", str(default_run / "results"), "--methods", "ssdh", "--seeds", "0", "--recipes", "{}"])
+    lines = capsys.readouterr().out.splitlines()
+    scores = {int(m.group(1)): float(m.group(2)) for line in lines if (m := re.search(r"\{\} +(\d+) +0 +val mAP +([\d.]+)", line))}
+    assert sorted(scores) == [12, 24, 32, 48]
+    for bits, score in scores.items():
+        published = validation_map.validation_map(default_run / f"results/digits/seed0/hashing/smallcnn/ssdh/{bits}/descriptors.parquet", 0.1, 0, 1000)
+        assert score == pytest.approx(published["val_map"], abs=0.006)  # printed to two decimals
