@@ -25,14 +25,13 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from cbir.config import input_mode, load_config, pixels_are_cache
 from cbir.deephash.core import outputs_by_length, train_end_to_end
 from cbir.paths import Layout
 
-from validation_map import held_out_fraction, validation_map
+from validation_map import held_out_fraction, print_recipe_summary, validation_map
 
 
 def _merged(section: dict, recipe: dict) -> dict:
@@ -97,10 +96,7 @@ def main(argv=None) -> None:
             for row in task_rows:
                 print(f"{row['dataset']:<14} {row['method']:<11} {row['recipe']:<44} {row['bits']:>3} {row['seed']:>3}  val mAP {row['val_map']:6.2f}  train {row['train_s']:5.0f} s", flush=True)
             rows.extend(task_rows)
-    table = pd.DataFrame(rows).groupby(["dataset", "method", "recipe", "bits"], sort=False)
-    summary = pd.concat([table["val_map"].agg(["mean", "std"]).add_prefix("val mAP "), table["train_s"].mean().rename("train s")], axis=1)
-    print(f"\nvalidation mAP@{config['evaluation']['topk']} (%), mean ± sd over seeds")
-    print(summary.round(2).to_string())
+    print_recipe_summary(rows, config["evaluation"]["topk"], "train_s", "train s")
 
 
 if __name__ == "__main__":

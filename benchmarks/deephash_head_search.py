@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from cbir.config import load_config
@@ -30,7 +29,7 @@ from cbir.features import validation_mask
 from cbir.io import read_descriptors, write_descriptors
 from cbir.paths import Layout
 
-from validation_map import validation_map
+from validation_map import print_recipe_summary, validation_map
 
 
 def main(argv=None) -> None:
@@ -71,10 +70,7 @@ def main(argv=None) -> None:
                                 row = {"dataset": dataset, "method": method, "recipe": json.dumps(recipe), "bits": bits, "seed": seed, "val_map": score["val_map"], "fit_s": seconds}
                                 rows.append(row)
                                 print(f"{dataset:<14} {method:<11} {row['recipe']:<40} {bits:>3} {seed:>3}  val mAP {row['val_map']:6.2f}  fit {seconds:5.1f} s", flush=True)
-    table = pd.DataFrame(rows).groupby(["dataset", "method", "recipe", "bits"], sort=False)
-    summary = pd.concat([table["val_map"].agg(["mean", "std"]).add_prefix("val mAP "), table["fit_s"].mean().rename("fit s")], axis=1)
-    print(f"\nvalidation mAP@{k} (%), mean ± sd over seeds")
-    print(summary.round(2).to_string())
+    print_recipe_summary(rows, k, "fit_s", "fit s")
 
 
 if __name__ == "__main__":

@@ -90,6 +90,15 @@ def validation_map(codes_path, fraction: float, seed: int, k: int, reference=Non
     return scores
 
 
+def print_recipe_summary(rows: list[dict], k: int, seconds: str, label: str) -> None:
+    """The recipe searches' table: validation mAP mean ± sd over seeds and the mean of the
+    ``seconds`` column (shown as ``label``), per dataset, method, recipe and code length."""
+    table = pd.DataFrame(rows).groupby(["dataset", "method", "recipe", "bits"], sort=False)
+    summary = pd.concat([table["val_map"].agg(["mean", "std"]).add_prefix("val mAP "), table[seconds].mean().rename(label)], axis=1)
+    print(f"\nvalidation mAP@{k} (%), mean ± sd over seeds")
+    print(summary.round(2).to_string())
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configfile", required=True)
