@@ -9,7 +9,7 @@ import torch
 
 from cbir.codes import unpack_bits
 from cbir.deephash import LOSSES, make_loss
-from cbir.deephash.core import DeepHashNet, DeepHashObjective, codes_of, fit_head, head_outputs, load_head, load_network, train_end_to_end, train_head
+from cbir.deephash.core import DeepHashNet, DeepHashObjective, codes_of, fit_heads, head_outputs, load_head, load_network, train_end_to_end, train_head
 from cbir.io import read_descriptors, write_descriptors, write_parquet
 from cbir.report import read_results
 from cbir.training import ImageTensors, run_layers
@@ -31,7 +31,7 @@ def clusters(n=512, dim=24, n_classes=4, seed=0):
 def test_every_method_learns_codes_that_keep_the_classes_apart(method):
     features, labels = clusters()
     loss = make_loss(method, 16, 4, seed=0, **(SSDH if method == "ssdh" else {}))
-    head, history = fit_head(features, np.eye(4, dtype=np.float32)[labels], loss, HEAD_OPTIONS, seed=0)
+    [(head, history)] = fit_heads(features, np.eye(4, dtype=np.float32)[labels], [loss], HEAD_OPTIONS, seed=0)
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
     bits = unpack_bits(codes_of(head_outputs(head, features)), 16)
     assert 0.2 < bits.mean() < 0.8  # no constant bits over the whole dataset
@@ -44,10 +44,29 @@ def test_every_method_learns_codes_that_keep_the_classes_apart(method):
 
 def test_ssdh_pushes_activations_to_0_and_1_and_scores_classes():
     features, labels = clusters()
-    head, history = fit_head(features, np.eye(4, dtype=np.float32)[labels], make_loss("ssdh", 16, 4, **SSDH), HEAD_OPTIONS, seed=0)
+    [(head, history)] = fit_heads(features, np.eye(4, dtype=np.float32)[labels], [make_loss("ssdh", 16, 4, **SSDH)], HEAD_OPTIONS, seed=0)
     assert history["train_accuracy"].iloc[-1] > 0.95 and {"train_binarization", "train_balance"} <= set(history.columns)
     activations = torch.sigmoid(torch.from_numpy(head_outputs(head, features))).numpy()
     assert np.abs(activations - 0.5).mean() > 0.3
+
+
+@pytest.mark.parametrize("method", ["greedyhash", "hashnet", "ssdh"])
+def test_heads_trained_in_lock_step_are_those_trained_alone(method):
+    """Several code lengths share the batches and the SGD steps, yet each head ends exactly
+    where it would alone: the lengths' codes do not depend on which others were trained."""
+    features, labels = clusters(n=256)
+    targets = np.eye(4, dtype=np.float32)[labels]
+
+    def loss(n_bits):
+        torch.manual_seed(0)
+        return make_loss(method, n_bits, 4, seed=0, **(SSDH if method == "ssdh" else {}))
+
+    together = fit_heads(features, targets, [loss(8), loss(24)], HEAD_OPTIONS, seed=0)
+    for (head, history), n_bits in zip(together, (8, 24)):
+        [(alone, alone_history)] = fit_heads(features, targets, [loss(n_bits)], HEAD_OPTIONS, seed=0)
+        for name, value in alone.state_dict().items():
+            assert torch.equal(head.state_dict()[name], value), name
+        pd.testing.assert_frame_equal(history.drop(columns="seconds"), alone_history.drop(columns="seconds"))
 
 
 def test_head_only_stage_writes_model_codes_and_history(tmp_path):

@@ -249,56 +249,71 @@ def _history_of(history: pd.DataFrame, n_bits: int, n_heads: int) -> pd.DataFram
 # --------------------------------------------------------------------------------------------
 
 
-def fit_head(features: np.ndarray, targets: np.ndarray, loss: HashLoss, options: dict, seed: int, device: torch.device | str = "cpu") -> tuple[HashHead, pd.DataFrame]:
-    """Train a hash head with ``loss`` on (features, (N, C) 0/1 targets) by SGD with momentum and a
-    cosine schedule.
+def fit_heads(features: np.ndarray, targets: np.ndarray, losses: Sequence[HashLoss], options: dict, seed: int, device: torch.device | str = "cpu") -> list[tuple[HashHead, pd.DataFrame]]:
+    """Train one hash head per loss in ``losses`` (a method at several code lengths) on (features,
+    (N, C) 0/1 targets) by SGD with momentum and a cosine schedule; return each head and its history.
 
     ``options``: epochs, batch_size, lr, momentum, weight_decay. Features are standardised for
     training (their scales vary by orders of magnitude between backbones) and the standardisation
-    is folded into the hash layer, so the head takes raw features.
+    is folded into the hash layer, so the head takes raw features. The heads train in lock step,
+    each as if alone: every head starts from the seed, all see the same batches, and one SGD step
+    on the sum of their losses moves each head by its own loss's gradient alone (the heads share
+    no parameter). That costs one step's overhead for all the lengths instead of one per length.
     """
     device = torch.device(device)
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     x = torch.tensor(features, dtype=torch.float32)  # a copy: features read from Parquet are read-only
     mean, scale = x.mean(0), x.std(0).clamp_min(1e-6)
     x = ((x - mean) / scale).to(device)
     y = torch.as_tensor(np.asarray(targets), dtype=torch.float32).to(device)
     labels = y.argmax(1) if bool((y.sum(1) == 1).all()) else None  # an accuracy only for single-label data
-    loss.multi_label = loss.multi_label or labels is None  # decided for the whole training set, not per batch
-    head = HashHead(x.shape[1], loss).to(device).train()
-    optimizer = torch.optim.SGD(head.parameters(), lr=options["lr"], momentum=options["momentum"], weight_decay=options["weight_decay"])
+    heads = []
+    for loss in losses:
+        loss.multi_label = loss.multi_label or labels is None  # decided for the whole training set, not per batch
+        torch.manual_seed(seed)  # each head starts where it would alone
+        heads.append(HashHead(x.shape[1], loss).to(device).train())
+    params = [p for head in heads for p in head.parameters()]
+    optimizer = torch.optim.SGD(params, lr=options["lr"], momentum=options["momentum"], weight_decay=options["weight_decay"])
     batch_size = options["batch_size"]
     n_batches = len(x) // batch_size or 1  # whole batches: pairwise and balance terms are batch statistics
     steps = max(1, options["epochs"] * n_batches)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step / steps, 1.0))))
-    classifies = has_classifier(loss) and labels is not None
-    history = []
+    classifies = [has_classifier(loss) and labels is not None for loss in losses]
+    histories: list[list[dict]] = [[] for _ in heads]
     for epoch in range(1, options["epochs"] + 1):
         started = time.perf_counter()
         order = torch.randperm(len(x), generator=generator).to(device)
-        totals: dict[str, torch.Tensor] = {}  # sums over the epoch, on the device
+        totals: list[dict[str, torch.Tensor]] = [{} for _ in heads]  # sums over the epoch, on the device
         for start in range(0, n_batches * batch_size, batch_size):
             batch = order[start : start + batch_size]
-            z = head(x[batch])
-            value, terms = head.loss(z, y[batch])
+            x_batch, y_batch = x[batch], y[batch]
+            values = []
+            for head, sums, classify in zip(heads, totals, classifies):
+                z = head(x_batch)
+                value, terms = head.loss(z, y_batch)
+                values.append(value)
+                step_terms = {"loss": value.detach(), **{name: t.detach() for name, t in terms.items()}}
+                if classify:
+                    step_terms["accuracy"] = (head.loss.logits(z).detach().argmax(1) == labels[batch]).float().mean()
+                for name, t in step_terms.items():
+                    sums[name] = sums[name] + t if name in sums else t
             optimizer.zero_grad(set_to_none=True)
-            value.backward()
+            (values[0] if len(values) == 1 else torch.stack(values).sum()).backward()
             optimizer.step()
             scheduler.step()
-            sums = {"loss": value.detach(), **{name: t.detach() for name, t in terms.items()}}
-            if classifies:
-                sums["accuracy"] = (head.loss.logits(z).detach().argmax(1) == labels[batch]).float().mean()
-            for name, t in sums.items():
-                totals[name] = totals[name] + t if name in totals else t
-        means = {name: t.item() / n_batches for name, t in totals.items()}
-        history.append({"epoch": epoch, **{f"train_{name}": v for name, v in means.items()}, "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started})
-        log.info("epoch %d/%d  %s", epoch, options["epochs"], "  ".join(f"{name} {v:.4f}" for name, v in means.items()))
-    head = head.cpu().eval()
-    with torch.no_grad():  # fold the standardisation in: W (x - m) / s + b = (W / s) x + b - (W / s) m
-        head.latent.weight.div_(scale)
-        head.latent.bias.sub_(head.latent.weight @ mean)
-    return head, pd.DataFrame(history)
+        seconds = time.perf_counter() - started
+        for head, sums, history in zip(heads, totals, histories):
+            means = {name: t.item() / n_batches for name, t in sums.items()}
+            history.append({"epoch": epoch, **{f"train_{name}": v for name, v in means.items()}, "lr": scheduler.get_last_lr()[0], "seconds": seconds})
+            log.info("epoch %d/%d  %d bits  %s", epoch, options["epochs"], head.loss.n_bits, "  ".join(f"{name} {v:.4f}" for name, v in means.items()))
+    fitted = []
+    for head, history in zip(heads, histories):
+        head = head.cpu().eval()
+        with torch.no_grad():  # fold the standardisation in: W (x - m) / s + b = (W / s) x + b - (W / s) m
+            head.latent.weight.div_(scale)
+            head.latent.bias.sub_(head.latent.weight @ mean)
+        fitted.append((head, pd.DataFrame(history)))
+    return fitted
 
 
 @torch.no_grad()
@@ -331,12 +346,15 @@ def train_head(features_path, method: str, method_cfg: dict, seed: int, outputs:
     options, device = method_cfg["head_only"], resolve_device(method_cfg["head_only"].get("device", "auto"))
     n_classes = features.targets().shape[1]
     targets = train.targets(n_classes)  # one-hot, or multi-hot for multi-label data
+    losses = []
     for b in sorted(outputs):
         torch.manual_seed(seed)  # a loss's own parameters (SSDH's, GreedyHash's classifier) start from the seed too
         loss = make_loss(method, b, n_classes, seed, **loss_options(method_cfg))
         loss.multi_label = features.is_multilabel
-        log.info("%s head only: %d bits, options %s, on %d cached %d-d features, on %s", method, b, loss.options, len(train), train.values.shape[1], device)
-        head, history = fit_head(train.values, targets, loss, options, seed, device)
+        losses.append(loss)
+    log.info("%s head only: %s bits, options %s, on %d cached %d-d features, on %s", method, "/".join(map(str, sorted(outputs))), losses[0].options, len(train), train.values.shape[1], device)
+    for loss, (head, history) in zip(losses, fit_heads(train.values, targets, losses, options, seed, device)):
+        b = loss.n_bits
         saved = {"method": method, "options": loss_options(method_cfg), "seed": int(seed), "n_bits": b, "in_features": head.latent.in_features, "n_classes": n_classes}
         save_checkpoint({**saved, "state_dict": head.state_dict()}, Path(outputs[b]["model"]))
         _write_codes(outputs[b]["codes"], features.index_frame(), head_outputs(head, features.values), b)
