@@ -25,17 +25,20 @@ import pandas as pd
 
 from cbir.io import Descriptors, read_descriptors, write_parquet
 from cbir.metrics import (
+    average_precision_at_k,
     distance_histograms,
-    evaluate_distances,
     neighbour_relevance,
     pr_curve_by_k,
     pr_curve_by_radius,
     precision_at_k,
     relevance_from_labels,
     score_ap_from_ranks_1,
-    tie_aware_precision_at_k,
+    tie_aware_ap_from_groups,
+    tie_aware_precision_from_groups,
+    tie_groups,
     top_k_by_distance,
 )
+from cbir.metrics import recall_at_k as recall_in_top_k
 from cbir.preprocess import apply_preprocessing, fit_preprocessing
 from cbir.search import make_index, recall_at_k, summarize_query_times, time_queries
 
@@ -132,6 +135,9 @@ def evaluate(
     # items), so those matrices stay near 2^26 entries; every metric is per query, so the chunk
     # size does not change a number.
     chunk_size = chunk_size or max(1, min(256, CHUNK_ENTRIES // len(database)))
+    # The ids as pandas string arrays: the ranking's columns are taken from them without converting
+    # a million Python strings.
+    query_ids, database_ids = pd.Series(queries.image_id).array, pd.Series(database.image_id).array
     for start in range(0, len(queries), chunk_size):
         rows = np.arange(start, min(start + chunk_size, len(queries)))
         distances = index.pairwise(queries.values[rows])
@@ -141,9 +147,9 @@ def evaluate(
         rankings.append(
             pd.DataFrame(
                 {
-                    "query_id": np.repeat(queries.image_id[rows], k),
+                    "query_id": query_ids.take(np.repeat(rows, k)),
                     "rank": np.tile(np.arange(1, k + 1), len(rows)),
-                    "image_id": database.image_id[top.ravel()],
+                    "image_id": database_ids.take(top.ravel()),
                     "distance": np.take_along_axis(distances, top, axis=1).ravel(),
                     "relevant": np.take_along_axis(relevant["labels"], top, axis=1).ravel(),
                 }
@@ -180,21 +186,24 @@ def evaluate(
 
 def _per_query(distances, relevant, order, k, n_neighbours, holidays) -> pd.DataFrame:
     """Every per-query metric of one chunk under one relevance matrix; ``p@K`` is the precision
-    at K = ``n_neighbours``, the neighbours ground truth's headline."""
+    at K = ``n_neighbours``, the neighbours ground truth's headline. The rows are ranked and
+    their tie groups counted once for all the metrics (what :func:`cbir.metrics.evaluate_distances` gives at
+    k and over the whole database, and the precisions)."""
     cutoffs = [*PRECISION_AT, n_neighbours]
     names = [*map(str, PRECISION_AT), "K"]
-    at_k = evaluate_distances(distances, relevant, k, order=order)
-    whole = evaluate_distances(distances, relevant, None, order=order)
+    n_items = distances.shape[1]
+    n_relevant = relevant.sum(1)
     rel_ranked = np.take_along_axis(relevant, order, axis=1)
-    tie_aware_p = tie_aware_precision_at_k(distances, relevant, cutoffs, order=order)
+    groups = tie_groups(distances, relevant, order)
+    tie_aware_p = tie_aware_precision_from_groups(*groups, cutoffs)
     frame = pd.DataFrame(
         {
-            "n_relevant": at_k["n_relevant"].to_numpy(),
-            "map": at_k["ap"].to_numpy(),
-            "tie_aware_map": at_k["tie_aware_ap"].to_numpy(),
-            "map_all": whole["ap"].to_numpy(),
-            "tie_aware_map_all": whole["tie_aware_ap"].to_numpy(),
-            "recall": at_k["recall"].to_numpy(),
+            "n_relevant": n_relevant.astype(np.int64),
+            "map": average_precision_at_k(rel_ranked[:, :k], k, n_relevant),
+            "tie_aware_map": tie_aware_ap_from_groups(*groups, k),
+            "map_all": average_precision_at_k(rel_ranked, n_items, n_relevant),
+            "tie_aware_map_all": tie_aware_ap_from_groups(*groups, n_items),
+            "recall": recall_in_top_k(rel_ranked[:, :k], n_relevant, k),
             **{f"p@{name}": precision_at_k(rel_ranked, p) for name, p in zip(names, cutoffs)},
             **{f"tie_aware_p@{name}": tie_aware_p[:, j] for j, name in enumerate(names)},
         }

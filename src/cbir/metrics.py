@@ -54,8 +54,11 @@ __all__ = [
     "recall_at_k",
     "relevance_from_labels",
     "score_ap_from_ranks_1",
+    "tie_aware_ap_from_groups",
     "tie_aware_average_precision_at_k",
     "tie_aware_precision_at_k",
+    "tie_aware_precision_from_groups",
+    "tie_groups",
     "top_k_by_distance",
 ]
 
@@ -378,8 +381,9 @@ def top_k_by_distance(distances: np.ndarray, k: int | None = None) -> np.ndarray
 # tie-aware AP@k
 
 
-def _tie_groups(distances: np.ndarray, relevant: np.ndarray, order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row tie groups in increasing distance: sizes ``n`` and relevant counts ``r``, (Q, G).
+def tie_groups(distances: np.ndarray, relevant: np.ndarray, order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row tie groups in increasing distance: sizes ``n`` and relevant counts ``r``, (Q, G);
+    what the tie-aware metrics are computed from (count them once for several metrics).
 
     Empty groups (size 0) may appear and are harmless. Integer distances with a small range
     (Hamming distances: 0..L) use a direct histogram; otherwise rows are sorted (or ordered by
@@ -409,8 +413,8 @@ def _tie_groups(distances: np.ndarray, relevant: np.ndarray, order: np.ndarray |
     return n.astype(np.float64), r.astype(np.float64)
 
 
-def _tie_aware_ap_from_groups(n: np.ndarray, r: np.ndarray, k: int, normalization: str = "retrieved") -> np.ndarray:
-    """Expected AP@k given tie-group sizes ``n`` and relevant counts ``r`` (Q, G).
+def tie_aware_ap_from_groups(n: np.ndarray, r: np.ndarray, k: int, normalization: str = "retrieved") -> np.ndarray:
+    """Expected AP@k given tie-group sizes ``n`` and relevant counts ``r`` (Q, G) of :func:`tie_groups`.
 
     Groups are in increasing distance; ``k`` <= total size. See
     :func:`tie_aware_average_precision_at_k` for the derivation.
@@ -489,14 +493,19 @@ def tie_aware_precision_at_k(distances: np.ndarray, relevant: np.ndarray, ks: Se
     full ranking (:func:`top_k_by_distance` with ``k=None``), when the caller has it already.
     """
     distances, relevant = _check_pair(distances, relevant)
-    n, r = _tie_groups(distances, relevant, order)
+    return tie_aware_precision_from_groups(*tie_groups(distances, relevant, order), ks)
+
+
+def tie_aware_precision_from_groups(n: np.ndarray, r: np.ndarray, ks: Sequence[int]) -> np.ndarray:
+    """:func:`tie_aware_precision_at_k` from the rows' :func:`tie_groups` (Q, len(ks))."""
     end = np.cumsum(n, axis=1)
     start = end - n
+    n_items = int(end[0, -1]) if len(n) else 0
+    share = np.divide(r, n, out=np.zeros_like(r), where=n > 0)
     out = np.empty((len(n), len(ks)))
     for j, k in enumerate(ks):
-        k = _as_k(k, distances.shape[1])
+        k = _as_k(k, n_items)
         inside = np.clip(k - start, 0, n)  # slots of each group within the top k
-        share = np.divide(r, n, out=np.zeros_like(r), where=n > 0)
         out[:, j] = (inside * share).sum(1) / k
     return out
 
@@ -545,8 +554,8 @@ def tie_aware_average_precision_at_k(
     k = _as_k(k, distances.shape[1])
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"unknown normalization {normalization!r}; expected one of {NORMALIZATIONS}")
-    n, r = _tie_groups(distances, relevant)
-    return _tie_aware_ap_from_groups(n, r, k, normalization)
+    n, r = tie_groups(distances, relevant)
+    return tie_aware_ap_from_groups(n, r, k, normalization)
 
 
 # --------------------------------------------------------------------------------------------
@@ -614,7 +623,7 @@ def evaluate_distances(
                 {
                     "n_relevant": n_rel.astype(np.int64),
                     "ap": average_precision_at_k(rel, k, n_rel, normalization),
-                    "tie_aware_ap": _tie_aware_ap_from_groups(*_tie_groups(d, rel_full, ranked), k, normalization),
+                    "tie_aware_ap": tie_aware_ap_from_groups(*tie_groups(d, rel_full, ranked), k, normalization),
                     "precision": precision_at_k(rel, k),
                     "recall": recall_at_k(rel, n_rel, k),
                 }
