@@ -18,8 +18,9 @@ rule train_metric_models:
         paths.log("{dataset}", "seed{seed}", "metric", "{backbone}"),
     benchmark:
         paths.benchmark("{dataset}", "seed{seed}", "metric", "{backbone}")
-    # A chain of its own to the report (train, evaluate): started as soon as it can be.
-    priority: 1
+    # A chain of its own to the report (train, evaluate), longer than SSDH's: started as soon as
+    # it can be, not left for the end.
+    priority: 2
     conda:
         ENV
     threads: 1
