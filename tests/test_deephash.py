@@ -144,9 +144,9 @@ def tiny_split(tmp_path, n=96, size=12):
     return split.merge(manifest[["image_id", "path", "index"]], on="image_id")
 
 
-def backbone_config(size=12, epochs=3):
+def backbone_config(size=12, epochs=3, width=None):
     finetune_options = {"epochs": epochs, "batch_size": 16, "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "cosine", "lr_step_epochs": 5, "lr_gamma": 0.1, "augment": True, "head_only": False, "validation_fraction": 0.0, "device": "cpu", "workers": 0}
-    return {"arch": "smallcnn", "weights": "none", "input_size": size, "finetune": finetune_options}
+    return {"arch": "smallcnn", "weights": "none", "input_size": size, "finetune": finetune_options, **({"width": width} if width else {})}
 
 
 def stage_outputs(tmp_path, bits):
@@ -156,7 +156,8 @@ def stage_outputs(tmp_path, bits):
 def test_end_to_end_stage_trains_backbone_hash_layer_and_classifier(tmp_path):
     images = tiny_split(tmp_path)
     outputs = stage_outputs(tmp_path, [8])
-    history = train_end_to_end(tmp_path / "manifest.parquet", tmp_path / "split.parquet", backbone_config(), "ssdh", {"alpha": 0.1, "beta": 1.0, "finetune": {"lr": 0.02}}, "digits", 0, outputs)
+    # A smallcnn narrower than the default: the saved network says its width.
+    history = train_end_to_end(tmp_path / "manifest.parquet", tmp_path / "split.parquet", backbone_config(width=8), "ssdh", {"alpha": 0.1, "beta": 1.0, "finetune": {"lr": 0.02}}, "digits", 0, outputs)
     assert history["epoch"].tolist() == [1, 2, 3] and {"train_classification", "train_binarization", "train_balance"} <= set(history.columns)
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
     assert history["lr"].iloc[0] < 0.02  # the SSDH recipe overrides the backbone's

@@ -70,6 +70,16 @@ def test_weights_file_round_trip(tmp_path):
         torch.testing.assert_close(original(x), build_backbone("resnet18", str(tmp_path / "model.pt")).eval()(x))
 
 
+def test_smallcnn_width_is_configured_or_read_from_its_weights(tmp_path):
+    wide = build_backbone("smallcnn", "none", in_channels=1, n_classes=3, width=8)
+    assert wide.model.features[0].out_channels == 8 and wide.head.in_features == 64  # 8 x width
+    path = tmp_path / "wide.pt"
+    torch.save(wide.model.state_dict(), path)
+    assert build_backbone("smallcnn", str(path), in_channels=1).model.features[0].out_channels == 8
+    with pytest.raises(ValueError, match="wide.pt holds a smallcnn of width 8, not 16"):
+        build_backbone("smallcnn", str(path), in_channels=1, width=16)
+
+
 def test_missing_weights_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothere.pt"):
         build_backbone("resnet18", str(tmp_path / "nothere.pt"))

@@ -275,6 +275,8 @@ def _cross_checks(config: dict) -> list[str]:
         key = f"backbones.{name}"
         if backbone["weights"] == "imagenet" and backbone["arch"] not in IMAGENET_ARCHS:
             problems.append(f"config key '{key}.weights': no ImageNet weights for arch {backbone['arch']!r}")
+        if "width" in backbone and backbone["arch"] != "smallcnn":
+            problems.append(f"config key '{key}.width': only smallcnn has a width; {backbone['arch']} is torchvision's")
         if backbone["feature_layer"] == "fc6" and backbone["arch"] != "alexnet":
             problems.append(f"config key '{key}.feature_layer': fc6 exists only in alexnet")
         if backbone["weights"] not in ("none", "imagenet"):

@@ -67,7 +67,7 @@ def training_sets(images: pd.DataFrame, options: dict, seed: int, mode: str, siz
 def load_backbone(backbone_cfg: dict, dataset_kind: str, weights: str | None = None) -> tuple[Backbone, str]:
     """The configured backbone with ``weights`` (default: the configured ones) and its input mode."""
     mode = input_mode(backbone_cfg["arch"], dataset_kind)
-    backbone = build_backbone(backbone_cfg["arch"], weights or backbone_cfg["weights"], in_channels=len(mode))
+    backbone = build_backbone(backbone_cfg["arch"], weights or backbone_cfg["weights"], in_channels=len(mode), width=backbone_cfg.get("width"))
     return backbone, mode
 
 

@@ -25,6 +25,10 @@ LAYERS = {"smallcnn": ("penultimate", "logits"), "resnet18": ("penultimate", "lo
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+#: SmallCNN's default width: the channels of its first stage.
+SMALLCNN_WIDTH = 16
+
+
 class SmallCNN(nn.Module):
     """A compact CNN with batch norm for small images (digits, MNIST, CIFAR) on a CPU.
 
@@ -32,7 +36,7 @@ class SmallCNN(nn.Module):
     ``width * 8``-d embedding (the penultimate layer) and a linear classifier.
     """
 
-    def __init__(self, in_channels: int = 1, n_classes: int = 10, width: int = 16):
+    def __init__(self, in_channels: int = 1, n_classes: int = 10, width: int = SMALLCNN_WIDTH):
         super().__init__()
 
         def stage(c_in, c_out):
@@ -153,11 +157,12 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
-def build_backbone(arch: str, weights: str = "none", in_channels: int = 3, n_classes: int | None = None) -> Backbone:
+def build_backbone(arch: str, weights: str = "none", in_channels: int = 3, n_classes: int | None = None, width: int | None = None) -> Backbone:
     """Build a backbone with its weights; ``n_classes`` sizes the head when no weights fix it.
 
     With ``imagenet`` or a weights file the head keeps the size it was trained with; call
-    :meth:`Backbone.replace_head` to fine-tune for other classes.
+    :meth:`Backbone.replace_head` to fine-tune for other classes. ``width`` is smallcnn's (16
+    when not given; a weights file fixes it, and a ``width`` it contradicts is an error).
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
@@ -172,7 +177,12 @@ def build_backbone(arch: str, weights: str = "none", in_channels: int = 3, n_cla
     if arch == "smallcnn":
         if weights == "imagenet":
             raise ValueError("there are no ImageNet weights for smallcnn")
-        model = SmallCNN(in_channels=in_channels, n_classes=n_classes)
+        if state is not None and "features.0.weight" in state:
+            saved_width = int(state["features.0.weight"].shape[0])
+            if width is not None and width != saved_width:
+                raise ValueError(f"weights file {weights} holds a smallcnn of width {saved_width}, not {width}")
+            width = saved_width
+        model = SmallCNN(in_channels=in_channels, n_classes=n_classes, width=width or SMALLCNN_WIDTH)
     else:
         import torchvision  # about 1.6 s: only for the archs that need it
 

@@ -92,6 +92,8 @@ BAD = {
     "fc6 outside alexnet": (setting("backbones.smallcnn.feature_layer", "fc6"), "backbones.smallcnn.feature_layer"),
     "input size too small": (setting("backbones.smallcnn.input_size", 2), "backbones.smallcnn.input_size"),
     "zero threads": (setting("backbones.smallcnn.threads", 0), "backbones.smallcnn.threads"),
+    "zero width": (setting("backbones.smallcnn.width", 0), "backbones.smallcnn.width"),
+    "a width for a torchvision arch": (lambda c: c["backbones"]["smallcnn"].update({"arch": "resnet18", "width": 32}), "backbones.smallcnn.width"),
     "non-positive learning rate": (setting("backbones.smallcnn.finetune.lr", 0), "backbones.smallcnn.finetune.lr"),
     "negative epochs": (setting("backbones.smallcnn.finetune.epochs", -1), "backbones.smallcnn.finetune.epochs"),
     "unknown schedule": (setting("backbones.smallcnn.finetune.schedule", "linear"), "backbones.smallcnn.finetune.schedule"),

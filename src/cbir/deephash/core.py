@@ -401,7 +401,10 @@ def load_network(path) -> DeepHashNet:
         raise ValueError(f"{path} is not a {what}: input_mode is {saved.get('input_mode')!r}")
 
     def build():
-        backbone = build_backbone(saved["arch"], "none", in_channels=len(saved["input_mode"]), n_classes=saved["n_classes"])
+        state = saved["state_dict"] if isinstance(saved.get("state_dict"), dict) else {}
+        first = state.get("backbone.model.features.0.weight") if saved["arch"] == "smallcnn" else None
+        width = int(first.shape[0]) if isinstance(first, torch.Tensor) and first.ndim == 4 else None  # smallcnn's width, as trained
+        backbone = build_backbone(saved["arch"], "none", in_channels=len(saved["input_mode"]), n_classes=saved["n_classes"], width=width)
         net = DeepHashNet(backbone, saved["method"], saved["n_bits"], saved["n_classes"], saved.get("seed", 0), saved["options"])
         net.load_state_dict(saved["state_dict"])
         return net
