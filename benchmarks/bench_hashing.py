@@ -85,7 +85,7 @@ HEAD_RECIPE = {"epochs": 10, "batch_size": 128, "lr": 0.05, "momentum": 0.9, "we
 
 class DeepHead:
     """A deep hashing loss's head-only training as a fit/transform hasher, for this table: the
-    workflow's ``<loss>_head`` (:func:`cbir.deephash.core.fit_head`) on the features given."""
+    workflow's ``<loss>_head`` (:func:`cbir.deephash.core.fit_heads`) on the features given."""
 
     def __init__(self, loss: str, n_bits: int, random_state: int = 0):
         self.loss, self.n_bits, self.random_state = loss, n_bits, random_state
@@ -94,12 +94,12 @@ class DeepHead:
         import torch
 
         from cbir.deephash import make_loss
-        from cbir.deephash.core import fit_head
+        from cbir.deephash.core import fit_heads
         from cbir.io import multi_hot
 
         torch.set_num_threads(1)  # as the workflow's job
         targets = multi_hot(y)
-        self.head_, _ = fit_head(X, targets, make_loss(self.loss, self.n_bits, targets.shape[1], self.random_state), HEAD_RECIPE, self.random_state)
+        [(self.head_, _)] = fit_heads(X, targets, [make_loss(self.loss, self.n_bits, targets.shape[1], self.random_state)], HEAD_RECIPE, self.random_state)
         return self
 
     def transform(self, X):

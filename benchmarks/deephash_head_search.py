@@ -7,7 +7,7 @@ recipe, code length and seed, and its mean ± sd over seeds.
 
 Reads a finished run's fine-tuned features (``--results``, default the config's ``results_dir``);
 each recipe (changes to the method's ``head_only`` section, and ``options`` for the loss) trains
-the hash layer exactly as the workflow's ``<method>_head`` does (:func:`cbir.deephash.core.fit_head`
+the hash layer exactly as the workflow's ``<method>_head`` does (:func:`cbir.deephash.core.fit_heads`
 on the training rows less the backbone's held-out validation images), and the held-out images are
 ranked against the database as in ``benchmarks/validation_map.py``. Never touches the test queries.
 """
@@ -24,7 +24,7 @@ import torch
 
 from cbir.config import load_config
 from cbir.deephash import make_loss
-from cbir.deephash.core import codes_of, fit_head, head_outputs, loss_options
+from cbir.deephash.core import codes_of, fit_heads, head_outputs, loss_options
 from cbir.features import validation_mask
 from cbir.io import read_descriptors, write_descriptors
 from cbir.paths import Layout
@@ -62,7 +62,7 @@ def main(argv=None) -> None:
                             training = {**section["head_only"], **{key: v for key, v in recipe.items() if key != "options"}}
                             for bits in args.bits or config["hashing"]["bits"]:
                                 started = time.perf_counter()
-                                head, _ = fit_head(train.values, train.targets(n_classes), make_loss(method, bits, n_classes, seed, **options), training, seed)
+                                [(head, _)] = fit_heads(train.values, train.targets(n_classes), [make_loss(method, bits, n_classes, seed, **options)], training, seed)
                                 seconds = time.perf_counter() - started
                                 codes_path = Path(scratch) / "codes.parquet"
                                 write_descriptors(codes_path, features.index_frame(), codes_of(head_outputs(head, features.values)), n_bits=bits)
