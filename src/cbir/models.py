@@ -29,6 +29,13 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SMALLCNN_WIDTH = 16
 
 
+def smallcnn_width(state: dict, prefix: str = "") -> int | None:
+    """The width of the smallcnn whose state dict is ``state`` (its keys under ``prefix``), read
+    from its first convolution; None when the state holds none."""
+    first = state.get(f"{prefix}features.0.weight")
+    return int(first.shape[0]) if isinstance(first, torch.Tensor) and first.ndim == 4 else None
+
+
 class SmallCNN(nn.Module):
     """A compact CNN with batch norm for small images (digits, MNIST, CIFAR) on a CPU.
 
@@ -177,8 +184,8 @@ def build_backbone(arch: str, weights: str = "none", in_channels: int = 3, n_cla
     if arch == "smallcnn":
         if weights == "imagenet":
             raise ValueError("there are no ImageNet weights for smallcnn")
-        if state is not None and "features.0.weight" in state:
-            saved_width = int(state["features.0.weight"].shape[0])
+        saved_width = smallcnn_width(state) if state is not None else None
+        if saved_width is not None:
             if width is not None and width != saved_width:
                 raise ValueError(f"weights file {weights} holds a smallcnn of width {saved_width}, not {width}")
             width = saved_width

@@ -34,7 +34,7 @@ from cbir.methods import DEEP_TRAINING_KEYS
 from cbir.deephash import make_loss
 from cbir.deephash.base import HashLoss
 from cbir.io import read_descriptors, write_descriptors, write_parquet
-from cbir.models import Backbone, build_backbone, load_torch_file
+from cbir.models import Backbone, build_backbone, load_torch_file, smallcnn_width
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ def fit_heads(features: np.ndarray, targets: np.ndarray, losses: Sequence[HashLo
                 for name, t in step_terms.items():
                     sums[name] = sums[name] + t if name in sums else t
             optimizer.zero_grad(set_to_none=True)
-            (values[0] if len(values) == 1 else torch.stack(values).sum()).backward()
+            torch.stack(values).sum().backward()
             optimizer.step()
             scheduler.step()
         seconds = time.perf_counter() - started
@@ -402,8 +402,7 @@ def load_network(path) -> DeepHashNet:
 
     def build():
         state = saved["state_dict"] if isinstance(saved.get("state_dict"), dict) else {}
-        first = state.get("backbone.model.features.0.weight") if saved["arch"] == "smallcnn" else None
-        width = int(first.shape[0]) if isinstance(first, torch.Tensor) and first.ndim == 4 else None  # smallcnn's width, as trained
+        width = smallcnn_width(state, "backbone.model.") if saved["arch"] == "smallcnn" else None  # as trained
         backbone = build_backbone(saved["arch"], "none", in_channels=len(saved["input_mode"]), n_classes=saved["n_classes"], width=width)
         net = DeepHashNet(backbone, saved["method"], saved["n_bits"], saved["n_classes"], saved.get("seed", 0), saved["options"])
         net.load_state_dict(saved["state_dict"])
