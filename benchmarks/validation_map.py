@@ -62,6 +62,27 @@ def _neighbours_without_self(space: np.ndarray, queries: np.ndarray, database: n
     return relevant
 
 
+def held_out_rows(descriptors, fraction: float, seed: int, what) -> tuple[np.ndarray, np.ndarray]:
+    """Row numbers of the held-out training images (the queries) and of the database."""
+    train_rows = np.flatnonzero(descriptors.train)
+    queries = train_rows[validation_mask(len(train_rows), fraction, seed)]
+    if not len(queries):
+        raise ValueError(f"{what}: no held-out training images (validation_fraction {fraction})")
+    return queries, np.flatnonzero(descriptors.database)
+
+
+def held_out_map(distances: np.ndarray, labels: np.ndarray, queries: np.ndarray, database: np.ndarray, k: int) -> tuple[dict, np.ndarray]:
+    """Validation mAP@k (%) of the held-out queries' ``distances`` to the database (one row per
+    query), with the number of failed queries; also the relevance matrix. A held-out image that
+    is also a database image must not find itself: it goes last, irrelevant (``distances`` is
+    changed in place)."""
+    relevant = relevance_from_labels(labels[queries], labels[database])
+    is_self = queries[:, None] == database[None, :]
+    distances[is_self], relevant[is_self] = np.inf if distances.dtype.kind == "f" else distances.max() + 1, False
+    ap = evaluate_distances(distances, relevant, k=k)["ap"]
+    return {"queries": len(queries), "val_map": 100 * ap.mean(), "failed": int((ap < 0.5).sum())}, relevant
+
+
 def validation_map(codes_path, fraction: float, seed: int, k: int, reference=None, n_neighbours: int = 50) -> dict:
     """Validation mAP@k (%) of one descriptor file of binary codes and, given ``reference``
     (:func:`cbir.evaluation.reference_space` of the features they were learned from), the
@@ -69,19 +90,10 @@ def validation_map(codes_path, fraction: float, seed: int, k: int, reference=Non
     codes = read_descriptors(codes_path)
     if not codes.is_binary:
         raise ValueError(f"{codes_path} holds features, not binary codes")
-    train_rows = np.flatnonzero(codes.train)
-    queries = train_rows[validation_mask(len(train_rows), fraction, seed)]
-    if not len(queries):
-        raise ValueError(f"{codes_path}: no held-out training images (validation_fraction {fraction})")
-    database = np.flatnonzero(codes.database)
+    queries, database = held_out_rows(codes, fraction, seed, codes_path)
     distances = pairwise_hamming(codes.values[queries], codes.values[database], codes.n_bits)
     labels = codes.targets() if codes.is_multilabel else codes.label  # multi-label: relevant when sharing a label
-    relevant = relevance_from_labels(labels[queries], labels[database])
-    # A held-out image that is also a database image must not find itself: it goes last, irrelevant.
-    is_self = queries[:, None] == database[None, :]
-    distances[is_self], relevant[is_self] = codes.n_bits + 1, False
-    ap = evaluate_distances(distances, relevant, k=k)["ap"]
-    scores = {"queries": len(queries), "val_map": 100 * ap.mean(), "failed": int((ap < 0.5).sum())}
+    scores, _ = held_out_map(distances, labels, queries, database, k)
     if reference is not None:
         if not np.array_equal(reference.image_id, codes.image_id):
             raise ValueError(f"{codes_path} and its reference features list other images")

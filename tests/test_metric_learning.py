@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cbir.metric_learning import MODELS, contrastive_loss, descriptors, sample_pairs, sample_triplets, train_head, triplet_loss
+from cbir.metric_learning import MODELS, contrastive_loss, descriptors, fit_models, sample_pairs, sample_triplets, train_head, triplet_loss
 
 LABELS = np.repeat(np.arange(5), [2, 3, 10, 40, 1])  # unbalanced, and a class with a single image
 
@@ -164,3 +164,21 @@ def test_training_does_not_depend_on_the_feature_scale():
         trained, _ = train_head(start, features * factor, labels, "triplet", OPTIONS, seed=0)
         maps.append(leave_one_out_map(descriptors(trained, features * factor), labels))
     assert maps[1] == pytest.approx(maps[0], abs=0.02)
+
+
+def test_fit_models_trains_each_start_first_and_asks_for_pt_only_when_needed():
+    features, labels = separable()
+    options = {**OPTIONS, "epochs": 1}
+    asked = []
+
+    def pretrained():
+        asked.append(True)
+        return torch.nn.Linear(features.shape[1], 16)
+
+    fitted = [model for model, _, _ in fit_models(["SN-FT"], features, labels, options, 0, pretrained)]
+    assert fitted == ["FT", "SN-FT"] and not asked
+    fitted = {model: head for model, head, _ in fit_models(["TN-PT-FT", "SN-PT"], features, labels, options, 0, pretrained)}
+    assert list(fitted) == ["PT", "TN-PT", "TN-PT-FT", "SN-PT"] and asked == [True]
+    # Each model is trained from its start, as train_head alone would train it.
+    alone, _ = train_head(fitted["PT"], features, labels, "triplet", options, seed=0)
+    assert torch.equal(alone.weight, fitted["TN-PT"].weight)

@@ -112,3 +112,19 @@ def test_end_to_end_recipes_retrain_exactly_as_the_workflow(default_run, capsys,
     for bits, score in scores.items():
         published = validation_map.validation_map(default_run / f"results/digits/seed0/hashing/smallcnn/ssdh/{bits}/descriptors.parquet", 0.1, 0, 1000)
         assert score == pytest.approx(published["val_map"], abs=0.006)  # printed to two decimals
+
+
+def test_siamese_triplet_recipes_are_scored_on_the_held_out_images(default_run, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("metric_learning_search", REPO / "benchmarks" / "metric_learning_search.py")
+    search = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(search)
+    search.main(["--configfile", str(REPO / "config.yaml"), "--results", str(default_run / "results"), "--seeds", "0", "--recipes", "{}", '{"epochs": 1}'])
+    lines = capsys.readouterr().out.splitlines()
+    scores = {(m.group(1), m.group(2)): float(m.group(3)) for line in lines if (m := re.search(r"^digits +(\S+) +(\{.*?\}) +0 +val mAP +([\d.]+)", line))}
+    models = ("PT", "FT", "SN-PT", "SN-PT-FT", "SN-FT", "TN-PT", "TN-PT-FT", "TN-FT")
+    assert sorted(scores) == sorted((model, recipe) for model in models for recipe in ("{}", '{"epochs": 1}'))
+    assert all(0 < s <= 100 for s in scores.values())
+    assert scores["PT", "{}"] == scores["PT", '{"epochs": 1}']  # PT is the pretrained FC8, not trained
+    assert scores["FT", "{}"] > scores["PT", "{}"] + 10  # a classifier trained on the labels ranks by class
+    assert "validation mAP@1000 (%), mean ± sd over seeds" in lines

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -189,21 +190,24 @@ def train_head(
     samples = options["samples_per_epoch"] or len(x)
     for epoch in range(1, options["epochs"] + 1):
         started, total, batches = time.perf_counter(), 0.0, 0
+        # Each epoch's examples are gathered once and its batches are views of them: at batch 16
+        # a step is mostly per-operation overhead, and this takes two gathers out of each.
+        batch = options["batch_size"]
         if objective == "classification":
             order = torch.from_numpy(rng.permutation(len(x))[:samples])
-            for idx in order.split(options["batch_size"]):
-                logits = head(x[idx])
-                loss = F.cross_entropy(auxiliary(logits) if auxiliary else logits, y[idx])
+            for inputs, targets in zip(x[order].split(batch), y[order].split(batch)):
+                logits = head(inputs)
+                loss = F.cross_entropy(auxiliary(logits) if auxiliary else logits, targets)
                 total, batches = _step(optimizer, loss, total, batches)
         elif objective == "contrastive":
             first, second, same = map(torch.from_numpy, sample_pairs(labels, samples, rng))
-            for idx in torch.arange(samples).split(options["batch_size"]):
-                loss = contrastive_loss(embed(x[first[idx]]), embed(x[second[idx]]), same[idx], options["contrastive_margin"])
+            for a, b, s in zip(x[first].split(batch), x[second].split(batch), same.split(batch)):
+                loss = contrastive_loss(embed(a), embed(b), s, options["contrastive_margin"])
                 total, batches = _step(optimizer, loss, total, batches)
         else:
             anchor, positive, negative = map(torch.from_numpy, sample_triplets(labels, samples, rng))
-            for idx in torch.arange(samples).split(options["batch_size"]):
-                loss = triplet_loss(embed(x[anchor[idx]]), embed(x[positive[idx]]), embed(x[negative[idx]]), options["triplet_margin"])
+            for a, p, n in zip(x[anchor].split(batch), x[positive].split(batch), x[negative].split(batch)):
+                loss = triplet_loss(embed(a), embed(p), embed(n), options["triplet_margin"])
                 total, batches = _step(optimizer, loss, total, batches)
         history.append({"epoch": epoch, "loss": total / max(batches, 1), "seconds": time.perf_counter() - started})
         log.info("%s epoch %d/%d  loss %.4f", objective, epoch, options["epochs"], history[-1]["loss"])
@@ -258,29 +262,43 @@ def load_head(path) -> nn.Linear:
     return head
 
 
+def fit_models(models, features: np.ndarray, labels: np.ndarray, options: dict, seed: int, pretrained: Callable[[], nn.Linear]) -> Iterator[tuple[str, nn.Linear, pd.DataFrame]]:
+    """Train the FC8 of each of ``models`` on ``features`` (cached penultimate features of the
+    training images) and their ``labels``, in the order their starting points need (a model's
+    start is trained even when not asked for); yield (model, FC8, per-epoch history) as each is
+    done. PT's FC8 is ``pretrained()``, called only when a model needs it.
+    """
+    heads: dict[str, nn.Linear] = {}
+    for model in _with_starts(models):
+        start, objective = MODELS[model]
+        if model == "PT":
+            head, history = pretrained(), pd.DataFrame(columns=["epoch", "loss", "seconds"])
+        else:
+            log.info("training %s (%s from %s) on %d cached %d-d features", model, objective, start or "scratch", len(features), features.shape[1])
+            head, history = train_head(heads[start] if start else None, features, labels, objective, options, seed)
+        heads[model] = head
+        yield model, head, history
+
+
 def train_models(models, features_path, options: dict, seed: int, backbone_cfg: dict, dataset_kind: str, outputs: dict, weights_path=None) -> None:
-    """Train the FC8 of each of ``models`` on the split's cached penultimate features, in the
-    order their starting points need (a model's start is trained even when not asked for);
-    write each asked-for model's FC8, descriptors and history to ``outputs[model]`` (a dict with
-    ``head``, ``descriptors`` and ``history`` paths). PT takes the pretrained backbone's own head.
+    """:func:`fit_models` on the split's training images; write each asked-for model's FC8,
+    descriptors and history to ``outputs[model]`` (a dict with ``head``, ``descriptors`` and
+    ``history`` paths). PT takes the pretrained backbone's own head.
     """
     from cbir.io import read_descriptors, write_descriptors, write_parquet
 
     features = read_descriptors(features_path)
     if features.is_binary:
         raise ValueError(f"{features_path} holds binary codes, not features")
+
+    def pretrained():
+        head = pretrained_head(backbone_cfg, dataset_kind, seed, weights_path)
+        if head.in_features != features.values.shape[1]:
+            raise ValueError(f"the pretrained head takes {head.in_features} features, {features_path} has {features.values.shape[1]}")
+        return head
+
     train = features.subset("train")
-    heads: dict[str, nn.Linear] = {}
-    for model in _with_starts(models):
-        start, objective = MODELS[model]
-        if model == "PT":
-            head, history = pretrained_head(backbone_cfg, dataset_kind, seed, weights_path), pd.DataFrame(columns=["epoch", "loss", "seconds"])
-            if head.in_features != features.values.shape[1]:
-                raise ValueError(f"the pretrained head takes {head.in_features} features, {features_path} has {features.values.shape[1]}")
-        else:
-            log.info("training %s (%s from %s) on %d cached %d-d features", model, objective, start or "scratch", len(train), train.values.shape[1])
-            head, history = train_head(heads[start] if start else None, train.values, train.label, objective, options, seed)
-        heads[model] = head
+    for model, head, history in fit_models(models, train.values, train.label, options, seed, pretrained):
         if model in outputs:
             save_head(head, outputs[model]["head"])
             write_descriptors(outputs[model]["descriptors"], features.index_frame(), descriptors(head, features.values, options["normalize"]))
