@@ -7,8 +7,8 @@ and seed, and its mean ± sd over seeds.
 Reads a finished run's cached FC7 features and PT heads (``--results``, default the config's
 ``results_dir``); each recipe (changes to the config's ``metric_learning`` section) trains the
 models exactly as the workflow's ``train_metric_models`` does (:func:`cbir.metric_learning.fit_models`),
-on the training images less the held-out ones (the validation fraction and seed that fine-tuning
-holds out), and ranks the held-out images against the database by the Euclidean distance of their
+on the training images less the held-out ones (the backbone's ``finetune.validation_fraction``,
+seeded as fine-tuning holds them out), and ranks the held-out images against the database by the Euclidean distance of their
 descriptors, as in ``benchmarks/validation_map.py``. Never touches the test queries.
 """
 
@@ -18,7 +18,6 @@ import argparse
 import json
 import time
 
-import pandas as pd
 import torch
 
 from cbir.config import load_config
@@ -28,7 +27,7 @@ from cbir.metric_learning import descriptors, fit_models, load_head
 from cbir.paths import Layout
 from cbir.search import pairwise_distances
 
-from validation_map import held_out_map, held_out_rows
+from validation_map import held_out_map, held_out_rows, print_recipe_summary
 
 
 def main(argv=None) -> None:
@@ -38,7 +37,6 @@ def main(argv=None) -> None:
     parser.add_argument("--recipes", nargs="+", type=json.loads, default=[{}], help="JSON: changes to metric_learning")
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the config's)")
     parser.add_argument("--datasets", nargs="+", help="datasets (default: the config's)")
-    parser.add_argument("--fraction", type=float, default=0.1, help="held-out fraction of the training images (fine-tuning's default)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
@@ -49,11 +47,12 @@ def main(argv=None) -> None:
     for dataset in args.datasets or list(config["datasets"]):
         for backbone in config["datasets"][dataset]["metric_learning"]:
             layer = config["backbones"][backbone]["feature_layer"]
+            fraction = config["backbones"][backbone]["finetune"]["validation_fraction"]
             for seed in args.seeds or config["seeds"]:
                 features = read_descriptors(layout.features(dataset, seed, backbone, "pretrained", layer))
-                queries, database = held_out_rows(features, args.fraction, seed, dataset)
+                queries, database = held_out_rows(features, fraction, seed, dataset)
                 train = features.subset("train")
-                train = train.subset_rows(~validation_mask(len(train), args.fraction, seed))
+                train = train.subset_rows(~validation_mask(len(train), fraction, seed))
                 pt = layout.metric(dataset, seed, backbone, "PT", "head.pt")
                 for recipe in args.recipes:
                     options = {**defaults, **recipe}
@@ -62,16 +61,12 @@ def main(argv=None) -> None:
                         seconds = time.perf_counter() - started
                         values = descriptors(head, features.values, options["normalize"])
                         distances = pairwise_distances(values[queries], values[database])
-                        score, _ = held_out_map(distances, features.label, queries, database, k)
+                        score = held_out_map(distances, features.label, queries, database, k)
                         row = {"dataset": dataset, "model": model, "recipe": json.dumps(recipe), "seed": seed, "val_map": score["val_map"], "fit_s": seconds}
                         rows.append(row)
                         print(f"{dataset:<14} {model:<9} {row['recipe']:<30} {seed:>3}  val mAP {row['val_map']:6.2f}  fit {seconds:5.1f} s", flush=True)
                         started = time.perf_counter()
-    table = pd.DataFrame(rows).groupby(["dataset", "model", "recipe"], sort=False)
-    summary = pd.concat([table["val_map"].agg(["mean", "std"]).add_prefix("val mAP "), table["fit_s"].mean().rename("fit s")], axis=1)
-    print(f"\nvalidation mAP@{k} (%), mean ± sd over seeds")
-    print(summary.round(2).to_string())
-
+    print_recipe_summary(rows, k, "fit_s", "fit s", by=("dataset", "model", "recipe"))
 
 if __name__ == "__main__":
     main()

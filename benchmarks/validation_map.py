@@ -71,16 +71,15 @@ def held_out_rows(descriptors, fraction: float, seed: int, what) -> tuple[np.nda
     return queries, np.flatnonzero(descriptors.database)
 
 
-def held_out_map(distances: np.ndarray, labels: np.ndarray, queries: np.ndarray, database: np.ndarray, k: int) -> tuple[dict, np.ndarray]:
+def held_out_map(distances: np.ndarray, labels: np.ndarray, queries: np.ndarray, database: np.ndarray, k: int) -> dict:
     """Validation mAP@k (%) of the held-out queries' ``distances`` to the database (one row per
-    query), with the number of failed queries; also the relevance matrix. A held-out image that
-    is also a database image must not find itself: it goes last, irrelevant (``distances`` is
-    changed in place)."""
+    query), with the number of failed queries. A held-out image that is also a database image
+    must not find itself: it goes last, irrelevant (``distances`` is changed in place)."""
     relevant = relevance_from_labels(labels[queries], labels[database])
     is_self = queries[:, None] == database[None, :]
     distances[is_self], relevant[is_self] = np.inf if distances.dtype.kind == "f" else distances.max() + 1, False
     ap = evaluate_distances(distances, relevant, k=k)["ap"]
-    return {"queries": len(queries), "val_map": 100 * ap.mean(), "failed": int((ap < 0.5).sum())}, relevant
+    return {"queries": len(queries), "val_map": 100 * ap.mean(), "failed": int((ap < 0.5).sum())}
 
 
 def validation_map(codes_path, fraction: float, seed: int, k: int, reference=None, n_neighbours: int = 50) -> dict:
@@ -93,7 +92,7 @@ def validation_map(codes_path, fraction: float, seed: int, k: int, reference=Non
     queries, database = held_out_rows(codes, fraction, seed, codes_path)
     distances = pairwise_hamming(codes.values[queries], codes.values[database], codes.n_bits)
     labels = codes.targets() if codes.is_multilabel else codes.label  # multi-label: relevant when sharing a label
-    scores, _ = held_out_map(distances, labels, queries, database, k)
+    scores = held_out_map(distances, labels, queries, database, k)
     if reference is not None:
         if not np.array_equal(reference.image_id, codes.image_id):
             raise ValueError(f"{codes_path} and its reference features list other images")
@@ -102,10 +101,10 @@ def validation_map(codes_path, fraction: float, seed: int, k: int, reference=Non
     return scores
 
 
-def print_recipe_summary(rows: list[dict], k: int, seconds: str, label: str) -> None:
+def print_recipe_summary(rows: list[dict], k: int, seconds: str, label: str, by=("dataset", "method", "recipe", "bits")) -> None:
     """The recipe searches' table: validation mAP mean ± sd over seeds and the mean of the
-    ``seconds`` column (shown as ``label``), per dataset, method, recipe and code length."""
-    table = pd.DataFrame(rows).groupby(["dataset", "method", "recipe", "bits"], sort=False)
+    ``seconds`` column (shown as ``label``), per ``by`` (dataset, method, recipe and code length)."""
+    table = pd.DataFrame(rows).groupby(list(by), sort=False)
     summary = pd.concat([table["val_map"].agg(["mean", "std"]).add_prefix("val mAP "), table[seconds].mean().rename(label)], axis=1)
     print(f"\nvalidation mAP@{k} (%), mean ± sd over seeds")
     print(summary.round(2).to_string())

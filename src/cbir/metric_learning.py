@@ -188,11 +188,11 @@ def train_head(
 
     history = []
     samples = options["samples_per_epoch"] or len(x)
+    # Each epoch's examples are gathered once and its batches are views of them: at batch 16 a
+    # step is mostly per-operation overhead, and this takes two gathers out of each.
+    batch = options["batch_size"]
     for epoch in range(1, options["epochs"] + 1):
         started, total, batches = time.perf_counter(), 0.0, 0
-        # Each epoch's examples are gathered once and its batches are views of them: at batch 16
-        # a step is mostly per-operation overhead, and this takes two gathers out of each.
-        batch = options["batch_size"]
         if objective == "classification":
             order = torch.from_numpy(rng.permutation(len(x))[:samples])
             for inputs, targets in zip(x[order].split(batch), y[order].split(batch)):
