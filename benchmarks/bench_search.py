@@ -194,7 +194,7 @@ def main() -> None:
                 f"build {t_build:.2f}s; {t_search / t_exact:.2f}x exact time; mean found {found:.0f}; "
                 f"exact within radius {approx.guaranteed_radius}",
             )
-    del db_big, db_clustered
+    db_big = db_clustered = None  # free the big arrays before the next case
 
     # --- exact Hamming, paper-sized database ---------------------------------------------------
     db_small = rng.integers(0, 256, (10_000, 8), dtype=np.uint8)

@@ -21,8 +21,6 @@ training image's output, which needs image indices the shared loop does not pass
 
 from __future__ import annotations
 
-import torch
-
 from cbir.deephash.base import HashLoss, pair_mean, pairwise_similarity
 
 

@@ -54,7 +54,6 @@ def explorer_data(descriptors: dict[str, dict], manifest: pd.DataFrame, mode: st
     common = sorted(set.intersection(*(set(r["query_id"].unique()) for r in rankings.values()))) if rankings else []
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(common, size=min(n_queries, len(common)), replace=False).tolist()) if common else []
-    position = {image_id: i for i, image_id in enumerate(manifest["image_id"])}
     results, shown = {}, set(chosen)
     for name, ranking in rankings.items():
         ranking = ranking[ranking["query_id"].isin(chosen) & (ranking["rank"] <= top)].sort_values(["query_id", "rank"])
