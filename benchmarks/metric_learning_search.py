@@ -68,5 +68,6 @@ def main(argv=None) -> None:
                         started = time.perf_counter()
     print_recipe_summary(rows, k, "fit_s", "fit s", by=("dataset", "model", "recipe"))
 
+
 if __name__ == "__main__":
     main()

@@ -56,9 +56,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     config = load_config(args.configfile)
-    if args.results:
-        config = {**config, "results_dir": args.results}
-    layout, seeds, metric = Layout.of(config), config["seeds"], "map"
+    layout = Layout(args.results or config["results_dir"], config["report_dir"])
+    seeds, metric = config["seeds"], "map"
     rows = []
     for dataset in args.datasets or list(config["datasets"]):
         for descriptor in descriptor_names(config, dataset):
